@@ -1,0 +1,1 @@
+"""Audio I/O, timing (bars <-> samples), analysis and post-processing."""

@@ -1,0 +1,240 @@
+"""The engine interface, the progress/cancel callback and the registry of engines by import string.
+
+Audio is always ``float32`` shaped ``[C, T]`` (channels x samples) at the sample rate passed beside it.
+Engines never touch files, sockets or the console: the pipeline reads and writes around them.
+
+Progress and cancel travel through one callback, ``callback(fraction, stage)``, which every engine calls
+between chunks of work. A caller cancels by raising :class:`bridge.errors.Cancelled` from the callback; the
+engine lets it propagate, so a cancelled job stops at its next chunk.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bridge.audio.timing import Grid, TimeSignature, check_bars, check_bpm
+from bridge.errors import EngineUnavailable, InvalidArgument, UnknownEngine, UnsupportedOperation
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def _ignore(fraction: float, stage: str) -> None:
+    return None
+
+
+class Progress:
+    """Maps an engine's local progress onto a slice of the caller's 0..1 range.
+
+    Example:
+        >>> seen = []
+        >>> p = Progress(lambda f, s: seen.append((round(f, 2), s)))
+        >>> p.sub(0.5, 1.0)(0.5, "render")
+        >>> seen
+        [(0.75, 'render')]
+    """
+
+    def __init__(self, callback: ProgressCallback | None = None, start: float = 0.0, end: float = 1.0) -> None:
+        self._callback: ProgressCallback = callback or _ignore
+        self._start = start
+        self._end = end
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self._callback(self._start + (self._end - self._start) * fraction, stage)
+
+    def sub(self, start: float, end: float) -> Progress:
+        """A callback whose 0..1 covers ``start..end`` of this one."""
+        return Progress(self, start, end)
+
+
+GENERATE_STEMS = ("bass", "drums", "keys", "pad", "lead", "vocals", "guitar", "piano", "other")
+SEPARATE_STEMS = ("drums", "bass", "vocals", "other", "guitar", "piano")
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    """What to generate: a stem that fits the context on a bar grid that starts at bar 1 of the context.
+
+    Attributes:
+        stem: the part to generate, e.g. ``"bass"``.
+        bpm: tempo in quarter notes per minute.
+        bars: length of the result in bars; results are exactly ``Grid.samples_for_bars(bars)`` long.
+        time_signature: e.g. ``TimeSignature(4, 4)``.
+        prompt: free text describing the part ("funky slap bass").
+        seed: same seed, same samples.
+        variations: how many different takes to return.
+    """
+
+    stem: str
+    bpm: float
+    bars: int
+    time_signature: TimeSignature = field(default_factory=TimeSignature)
+    prompt: str = ""
+    seed: int = 0
+    variations: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bpm", check_bpm(self.bpm))
+        object.__setattr__(self, "bars", check_bars(self.bars))
+        object.__setattr__(self, "stem", str(self.stem).strip().lower())
+        if not 1 <= int(self.variations) <= 16:
+            raise InvalidArgument(f"variations must be between 1 and 16, got {self.variations}")
+        object.__setattr__(self, "variations", int(self.variations))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def grid(self, sample_rate: int) -> Grid:
+        return Grid(self.bpm, self.time_signature, sample_rate)
+
+
+class Engine(abc.ABC):
+    """Base class of every engine.
+
+    Subclasses set ``name``, the capabilities they implement, and the stems they know. ``sample_rate`` is the
+    rate the engine works at (``None``: any rate; the pipeline resamples around engines that need one rate).
+    """
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    separate_stems: ClassVar[tuple[str, ...]] = ()
+    generate_stems: ClassVar[tuple[str, ...]] = ()
+    sample_rate: int | None = None
+
+    def __init__(self, model: str | None = None, models_dir: Path | None = None, device: str | None = None):
+        self.model = model
+        self.models_dir = models_dir
+        self.device = device
+
+    @property
+    def model_name(self) -> str:
+        """The model that produced results, as reported to the user."""
+        return self.model or self.name
+
+    def separate(
+        self, audio: np.ndarray, sample_rate: int, stems: Sequence[str], progress: ProgressCallback | None = None
+    ) -> dict[str, np.ndarray]:
+        """Split ``audio`` ``[C, T]`` into ``{stem: [C, T]}`` for each of ``stems``."""
+        raise UnsupportedOperation(f"engine {self.name!r} cannot separate; use --engine builtin")
+
+    def generate(
+        self,
+        context: np.ndarray | None,
+        sample_rate: int,
+        spec: GenerateSpec,
+        progress: ProgressCallback | None = None,
+    ) -> list[np.ndarray]:
+        """Generate ``spec.variations`` takes of ``spec.stem`` that fit ``context`` ``[C, T]`` (or nothing).
+
+        Returns a list of ``[2, N]`` arrays, ``N = spec.grid(sample_rate).samples_for_bars(spec.bars)``.
+        """
+        raise UnsupportedOperation(f"engine {self.name!r} cannot generate; use --engine builtin")
+
+    def vary(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        n: int,
+        strength: float,
+        seed: int,
+        grid: Grid | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[np.ndarray]:
+        """Return ``n`` variations of ``audio`` ``[C, T]``, each the same shape; ``strength`` in 0..1."""
+        raise UnsupportedOperation(f"engine {self.name!r} cannot make variations; use --engine builtin")
+
+
+# Engines by name, as import strings, so nothing heavy is imported until an engine is used.
+ENGINES: dict[str, str] = {
+    "builtin": "bridge.engines.builtin:BuiltinEngine",
+}
+
+# What "auto" picks, best first, per capability; the first that is available wins.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "separate": ("builtin",),
+    "generate": ("builtin",),
+    "vary": ("builtin",),
+}
+
+
+def engine_names() -> list[str]:
+    return sorted(ENGINES)
+
+
+def _import(import_string: str) -> type[Engine]:
+    module_name, _, attr = import_string.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineUnavailable(f"cannot import {module_name} ({exc})") from exc
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise TypeError(f"{import_string} is not an Engine subclass")
+    return cls
+
+
+def engine_class(name: str) -> type[Engine]:
+    """Import and return the engine class registered as ``name``."""
+    key = str(name).strip().lower()
+    if key not in ENGINES:
+        raise UnknownEngine(
+            f"unknown engine {name!r}; choose one of: auto, {', '.join(engine_names())}"
+        )
+    try:
+        return _import(ENGINES[key])
+    except EngineUnavailable as exc:
+        raise EngineUnavailable(
+            f"engine {key!r} is not available: {exc}; install it with: pip install 'stembridge[models]'"
+        ) from exc
+
+
+def resolve_engine_name(name: str, capability: str) -> str:
+    """Turn ``"auto"`` into the best available engine for ``capability``; check other names exist."""
+    key = str(name or "auto").strip().lower()
+    if key != "auto":
+        engine_class(key)
+        return key
+    for candidate in AUTO_ORDER.get(capability, ()):
+        try:
+            cls = engine_class(candidate)
+        except EngineUnavailable:
+            continue
+        if capability in cls.capabilities:
+            return candidate
+    raise EngineUnavailable(f"no engine can {capability} on this machine")
+
+
+def load_engine(name: str, capability: str, **options: Any) -> Engine:
+    """Create the engine ``name`` (or the best for ``capability`` when ``"auto"``) with ``options``."""
+    resolved = resolve_engine_name(name, capability)
+    cls = engine_class(resolved)
+    if capability not in cls.capabilities:
+        able = [n for n in engine_names() if capability in _capabilities_or_empty(n)]
+        raise UnsupportedOperation(
+            f"engine {resolved!r} cannot {capability}; use one of: {', '.join(able) or 'none installed'}"
+        )
+    return cls(**options)
+
+
+def _capabilities_or_empty(name: str) -> frozenset[str]:
+    try:
+        return engine_class(name).capabilities
+    except EngineUnavailable:
+        return frozenset()
+
+
+def available_engines() -> dict[str, str | None]:
+    """``{name: None}`` for engines that import here, ``{name: reason}`` for those that do not."""
+    status: dict[str, str | None] = {}
+    for name in engine_names():
+        try:
+            engine_class(name)
+            status[name] = None
+        except EngineUnavailable as exc:
+            status[name] = str(exc)
+    return status

@@ -1,0 +1,59 @@
+"""The built-in engine: numpy/scipy/pedalboard DSP, no weights, no network, fast on one core.
+
+Each capability lives in its own module (``separate``, ``generate``, ``vary``); this class only routes to
+them, importing each when first used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bridge.audio.timing import Grid
+from bridge.engines.base import Engine, GenerateSpec, ProgressCallback
+
+BUILTIN_SEPARATE_STEMS = ("drums", "bass", "vocals", "other")
+BUILTIN_GENERATE_STEMS = ("bass", "drums", "keys", "pad", "lead")
+
+
+class BuiltinEngine(Engine):
+    """Algorithmic separation, conditional generation and variation."""
+
+    name = "builtin"
+    capabilities = frozenset({"separate", "generate", "vary"})
+    separate_stems = BUILTIN_SEPARATE_STEMS
+    generate_stems = BUILTIN_GENERATE_STEMS
+    sample_rate = None
+
+    def separate(
+        self, audio: np.ndarray, sample_rate: int, stems: Sequence[str], progress: ProgressCallback | None = None
+    ) -> dict[str, np.ndarray]:
+        from bridge.engines.builtin import separate
+
+        return separate.separate(audio, sample_rate, stems, progress)
+
+    def generate(
+        self,
+        context: np.ndarray | None,
+        sample_rate: int,
+        spec: GenerateSpec,
+        progress: ProgressCallback | None = None,
+    ) -> list[np.ndarray]:
+        from bridge.engines.builtin import generate
+
+        return generate.generate(context, sample_rate, spec, progress)
+
+    def vary(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        n: int,
+        strength: float,
+        seed: int,
+        grid: Grid | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[np.ndarray]:
+        from bridge.engines.builtin import vary
+
+        return vary.vary(audio, sample_rate, n, strength, seed, grid, progress)
