@@ -1,0 +1,85 @@
+"""The model catalogue (models/catalog.toml): which models exist, for which engine, and whether they can run."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from bridge.engines.base import available_engines
+from bridge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    engine: str
+    tasks: tuple[str, ...]
+    description: str = ""
+    stems: tuple[str, ...] = ()
+    sample_rate: int | None = None
+    size_mb: int | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    entry: ModelEntry
+    available: bool
+    reason: str = ""
+
+
+def _catalog_text() -> str:
+    # Installed wheels carry the catalogue as bridge/catalog.toml; a source checkout reads models/catalog.toml.
+    packaged = resources.files("bridge").joinpath("catalog.toml")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    checkout = Path(__file__).resolve().parent.parent / "models" / "catalog.toml"
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    raise ConfigError("the model catalogue (catalog.toml) is missing from this installation; reinstall stembridge")
+
+
+def load_catalog(text: str | None = None) -> list[ModelEntry]:
+    """Parse the catalogue into :class:`ModelEntry` objects."""
+    try:
+        data = tomllib.loads(text if text is not None else _catalog_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the model catalogue is not valid TOML: {exc}") from exc
+    entries = []
+    for raw in data.get("model", []):
+        entries.append(
+            ModelEntry(
+                name=str(raw["name"]),
+                engine=str(raw["engine"]),
+                tasks=tuple(raw.get("tasks", ())),
+                description=str(raw.get("description", "")),
+                stems=tuple(raw.get("stems", ())),
+                sample_rate=raw.get("sample_rate"),
+                size_mb=raw.get("size_mb"),
+                source=str(raw.get("source", "")),
+            )
+        )
+    return entries
+
+
+def model_statuses(models_dir: Path | None = None) -> list[ModelStatus]:
+    """Each catalogue entry with whether it can run here, and if not, why."""
+    engines = available_engines()
+    statuses = []
+    for entry in load_catalog():
+        if entry.engine not in engines:
+            statuses.append(
+                ModelStatus(entry, False, f"the {entry.engine!r} engine is not part of this stembridge version")
+            )
+        elif engines[entry.engine] is not None:
+            statuses.append(ModelStatus(entry, False, str(engines[entry.engine])))
+        else:
+            statuses.append(ModelStatus(entry, True))
+    return statuses

@@ -1,0 +1,301 @@
+"""The ``stembridge`` command: parse arguments, call the library, print. Nothing else.
+
+Importing this module (and ``stembridge --help``) never imports torch or any engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bridge import __version__
+from bridge.errors import StembridgeError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at --help, and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None:
+    g = p.add_argument_group("engine and output")
+    g.add_argument("--engine", default=None, help="engine name, or 'auto' for the best available (default: auto)")
+    if models:
+        g.add_argument("--model", default=None, help="model name from `stembridge models`, or a local folder")
+        g.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
+    g.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
+    g.add_argument("--format", dest="fmt", choices=("wav", "aiff"), default="wav", help="file format (default: wav)")
+    g.add_argument(
+        "--bit-depth", type=int, choices=(16, 24, 32), default=24, help="16, 24 or 32 (float); default 24"
+    )
+    g.add_argument("--samplerate", type=int, default=None, help="output sample rate (default: the input's)")
+    g.add_argument(
+        "--position", type=float, default=None,
+        help="timeline position of the result in seconds, stored as the BWF time reference (WAV)",
+    )
+    g.add_argument("--json", action="store_true", help="print one JSON object with the outputs, for scripts")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="stembridge",
+        description="Separate songs into stems, generate a missing stem that fits, and make variations: "
+        "locally, for your DAW.",
+        epilog=_examples("stembridge demo", "stembridge separate song.wav", "stembridge models"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"stembridge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, description=help_text, epilog=_examples(*examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = command(
+        "separate", "Split a song into stems (drums, bass, vocals, other).",
+        "stembridge separate song.wav",
+        "stembridge separate song.mp3 --stems drums,bass --out ~/stems --json",
+    )
+    p.add_argument("file", type=Path, help="the audio file (WAV, AIFF, FLAC, MP3, OGG)")
+    p.add_argument("--stems", default=None, help="comma-separated stems to write (default: all the engine knows)")
+    _add_job_options(p)
+
+    p = command(
+        "generate", "Generate a stem that fits the context: same tempo, bars and key.",
+        "stembridge generate --stem bass --context drums.wav keys.wav --bpm 120 --bars 8",
+        "stembridge generate --stem drums --context song.wav --bpm 96 --bars 4 --time-signature 6/8 --variations 3",
+        'stembridge generate --stem lead --bpm 128 --bars 8 --prompt "bright lead in E minor" --seed 7',
+    )
+    p.add_argument("--stem", required=True, help="the part to generate: bass, drums, keys, pad, lead, ...")
+    p.add_argument("--context", type=Path, nargs="+", default=[], metavar="FILE",
+                   help="the other stems (or the mix) the part must fit; they start at bar 1")
+    p.add_argument("--bpm", type=float, required=True, help="tempo in quarter notes per minute (20-400)")
+    p.add_argument("--bars", type=float, required=True, help="length in bars (1-256)")
+    p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
+    p.add_argument("--prompt", default="", help="describe the part, e.g. 'dark sparse 808 bass in F minor'")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
+    p.add_argument("--variations", type=int, default=1, help="how many takes (1-16, default 1)")
+    p.add_argument("--no-loudness-match", action="store_true",
+                   help="keep the engine's level instead of sitting the part under the context's loudness")
+    _add_job_options(p)
+
+    p = command(
+        "vary", "Make variations of a part: rearranged on the beat grid, with pitch, filter and effect changes.",
+        "stembridge vary loop.wav --variations 4 --strength 0.6",
+        "stembridge vary bass.wav --bpm 120 --bars 8 --seed 3 --json",
+    )
+    p.add_argument("file", type=Path, help="the audio file to vary")
+    p.add_argument("--variations", type=int, default=3, help="how many (1-16, default 3)")
+    p.add_argument("--strength", type=float, default=0.5, help="0 = unchanged ... 1 = far from the original")
+    p.add_argument("--bpm", type=float, default=None, help="tempo; estimated from the audio when omitted")
+    p.add_argument("--bars", type=float, default=None, help="length in bars; with --bpm the result is exact")
+    p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
+    _add_job_options(p)
+
+    p = command("models", "List engines and models, and whether each can run here (and if not, why).",
+                "stembridge models", "stembridge models --json")
+    p.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(
+        "demo", "The main job end to end on a song it makes itself: separate, generate a new bass, 3 variations.",
+        "stembridge demo", "stembridge demo --out /tmp/demo",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the song and the parts")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from bridge.config import load_settings
+
+    return load_settings().with_overrides(
+        out_dir=getattr(args, "out", None),
+        models_dir=getattr(args, "models_dir", None),
+        engine=getattr(args, "engine", None),
+    )
+
+
+def _output_options(args: argparse.Namespace, settings: Any) -> Any:
+    from bridge.pipeline import OutputOptions
+
+    return OutputOptions(
+        out_dir=settings.out_dir, fmt=args.fmt, bit_depth=args.bit_depth,
+        sample_rate=args.samplerate, position=args.position,
+    )
+
+
+def _progress(args: argparse.Namespace, label: str) -> Any:
+    from bridge.progressbar import ProgressBar
+
+    return ProgressBar(label, enabled=not (args.quiet or getattr(args, "json", False)))
+
+
+def _report(args: argparse.Namespace, result: Any) -> None:
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=None))
+        return
+    if args.quiet:
+        return
+    print(f"{result.command}: {len(result.outputs)} file(s) by {result.engine} ({result.model})")
+    for o in result.outputs:
+        label = o.stem if o.variation is None else f"{o.stem} v{o.variation}"
+        print(f"  {label:<10} {o.path}")
+
+
+def _run_job(args: argparse.Namespace, label: str, job: Callable[[Any, Any, Any], Any]) -> int:
+    settings = _settings(args)
+    options = _output_options(args, settings)
+    bar = _progress(args, label)
+    try:
+        result = job(settings, options, bar)
+    finally:
+        bar.close()
+    _report(args, result)
+    return EXIT_OK
+
+
+def cmd_separate(args: argparse.Namespace) -> int:
+    from bridge.pipeline import separate_file
+
+    stems = [s for s in args.stems.split(",")] if args.stems else None
+    return _run_job(args, "separate", lambda s, o, bar: separate_file(
+        args.file, o, stems=stems, engine=s.engine, model=args.model, models_dir=s.models_dir, progress=bar))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from bridge.audio.timing import TimeSignature
+    from bridge.engines.base import GenerateSpec
+    from bridge.pipeline import generate_files
+
+    spec = GenerateSpec(
+        stem=args.stem, bpm=args.bpm, bars=args.bars, time_signature=TimeSignature.parse(args.time_signature),
+        prompt=args.prompt, seed=args.seed, variations=args.variations,
+    )
+    return _run_job(args, "generate", lambda s, o, bar: generate_files(
+        args.context, spec, o, engine=s.engine, model=args.model, models_dir=s.models_dir,
+        match_loudness=not args.no_loudness_match, progress=bar))
+
+
+def cmd_vary(args: argparse.Namespace) -> int:
+    from bridge.audio.timing import TimeSignature, check_bars, check_bpm
+    from bridge.pipeline import vary_file
+
+    bpm = None if args.bpm is None else check_bpm(args.bpm)
+    bars = None if args.bars is None else check_bars(args.bars)
+    ts = TimeSignature.parse(args.time_signature)
+    return _run_job(args, "vary", lambda s, o, bar: vary_file(
+        args.file, o, variations=args.variations, strength=args.strength, seed=args.seed, bpm=bpm, bars=bars,
+        time_signature=ts, engine=s.engine, model=args.model, models_dir=s.models_dir, progress=bar))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from bridge.catalog import model_statuses
+    from bridge.engines.base import available_engines, engine_class
+
+    settings = _settings(args)
+    engines = available_engines()
+    statuses = model_statuses(settings.models_dir)
+    if args.json:
+        print(json.dumps({
+            "engines": {name: {"available": reason is None, "reason": reason or ""} for name, reason in engines.items()},
+            "models": [
+                {"name": s.entry.name, "engine": s.entry.engine, "tasks": list(s.entry.tasks),
+                 "available": s.available, "reason": s.reason}
+                for s in statuses
+            ],
+            "models_dir": str(settings.models_dir),
+        }))
+        return EXIT_OK
+    print("engines:")
+    for name, reason in engines.items():
+        if reason is None:
+            cls = engine_class(name)
+            print(f"  {name:<10} available   {', '.join(sorted(cls.capabilities))}")
+        else:
+            print(f"  {name:<10} unavailable {reason}")
+    print(f"models (local checkpoints in {settings.models_dir}):")
+    for s in statuses:
+        state = "available" if s.available else "unavailable"
+        why = f"  ({s.reason})" if s.reason else ""
+        print(f"  {s.entry.name:<22} {s.entry.engine:<9} {state:<11} {'/'.join(s.entry.tasks)}{why}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+    from bridge.progressbar import ProgressBar
+
+    settings = _settings(args)
+    bar = ProgressBar("demo", enabled=not args.quiet)
+    try:
+        result = run_demo(settings.out_dir, seed=args.seed, progress=bar)
+    finally:
+        bar.close()
+    print(f"stembridge demo: everything is in {result.folder}")
+    print(f"  song       {result.song}")
+    for o in result.stems:
+        print(f"  stem       {o.path}")
+    if result.bass is not None:
+        print(f"  new bass   {result.bass.path}")
+    for o in result.variations:
+        print(f"  variation  {o.path}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "separate": cmd_separate,
+    "generate": cmd_generate,
+    "vary": cmd_vary,
+    "models": cmd_models,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except StembridgeError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        print(f"stembridge {args.command}: error: {exc.message}", file=sys.stderr)
+        if args.debug:
+            raise
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"stembridge {args.command}: interrupted; no partial files were left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""One settings object: folders, defaults and (for the daemon) network options.
+
+Values come from, in order of precedence: explicit arguments (the CLI's flags), environment variables
+(``STEMBRIDGE_OUT``, ``STEMBRIDGE_MODELS_DIR``, ``STEMBRIDGE_STATE_DIR``, ``STEMBRIDGE_ENGINE``), a TOML file
+(``$STEMBRIDGE_CONFIG`` or the per-user ``config.toml``), then the built-in defaults below.
+
+Example ``config.toml``::
+
+    out_dir = "~/Music/Stembridge"
+    models_dir = "~/stembridge-models"
+    engine = "auto"
+    allow_download = false
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+def _home() -> Path:
+    return Path(os.path.expanduser("~"))
+
+
+def user_config_dir() -> Path:
+    if sys.platform == "darwin":
+        return _home() / "Library" / "Application Support" / "Stembridge"
+    if os.name == "nt":
+        return Path(os.environ.get("APPDATA", _home() / "AppData" / "Roaming")) / "Stembridge"
+    return Path(os.environ.get("XDG_CONFIG_HOME") or _home() / ".config") / "stembridge"
+
+
+def user_data_dir() -> Path:
+    if sys.platform == "darwin":
+        return _home() / "Library" / "Application Support" / "Stembridge"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", _home() / "AppData" / "Local")) / "Stembridge"
+    return Path(os.environ.get("XDG_DATA_HOME") or _home() / ".local" / "share") / "stembridge"
+
+
+def default_out_dir() -> Path:
+    """Renders go to the user's music folder, as DAWs' own bounces do: ``~/Music/Stembridge``."""
+    return _home() / "Music" / "Stembridge"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, in one place.
+
+    Attributes:
+        out_dir: where renders are written unless a request names another folder.
+        models_dir: where local checkpoints live (``<models_dir>/<model>/...``); see models/README.md.
+        state_dir: the daemon's journal, port file and caches.
+        engine: the default engine name (``auto`` picks the best available).
+        allow_download: whether engines may fetch weights from the network.
+    """
+
+    out_dir: Path = field(default_factory=default_out_dir)
+    models_dir: Path = field(default_factory=lambda: user_data_dir() / "models")
+    state_dir: Path = field(default_factory=lambda: user_data_dir() / "state")
+    engine: str = "auto"
+    allow_download: bool = False
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the non-None ``overrides`` applied (paths expanded)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **_coerce(clean, source="arguments"))
+
+
+_ENV = {
+    "out_dir": "STEMBRIDGE_OUT",
+    "models_dir": "STEMBRIDGE_MODELS_DIR",
+    "state_dir": "STEMBRIDGE_STATE_DIR",
+    "engine": "STEMBRIDGE_ENGINE",
+    "allow_download": "STEMBRIDGE_ALLOW_DOWNLOAD",
+}
+
+
+def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
+    known = {f.name for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in {source}; known settings: {', '.join(sorted(known))}")
+        if key.endswith("_dir"):
+            out[key] = Path(os.path.expanduser(str(value)))
+        elif key == "allow_download":
+            if isinstance(value, bool):
+                out[key] = value
+            elif str(value).strip().lower() in ("1", "true", "yes", "on"):
+                out[key] = True
+            elif str(value).strip().lower() in ("0", "false", "no", "off", ""):
+                out[key] = False
+            else:
+                raise ConfigError(f"allow_download in {source} must be true or false, got {value!r}")
+        else:
+            out[key] = str(value)
+    return out
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("STEMBRIDGE_CONFIG") or user_config_dir() / "config.toml")
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from the TOML file and the environment."""
+    environ = dict(os.environ) if environ is None else environ
+    path = path or config_file()
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                values.update(_coerce(tomllib.load(fh), source=str(path)))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}; fix the TOML or remove the file") from exc
+    for key, var in _ENV.items():
+        if environ.get(var):
+            values.update(_coerce({key: environ[var]}, source=f"${var}"))
+    return Settings(**values)

@@ -1,0 +1,324 @@
+"""File-level jobs: read inputs, run an engine on arrays, post-process, write outputs.
+
+This is the one place where files meet engines. The CLI and the daemon both call these functions, so a job
+behaves the same however it was asked for. A job either writes all its outputs or none: inputs and arguments
+are checked before anything runs, each file is written atomically, and if writing one output fails the
+outputs this job already wrote are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.audio import io as audio_io
+from bridge.audio.loudness import integrated_loudness
+from bridge.audio.post import finish, fit_length
+from bridge.audio.tempo import infer_grid
+from bridge.audio.timing import Grid, TimeSignature
+from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
+from bridge.errors import InvalidArgument, UnsupportedOperation
+from bridge.naming import output_name, safe_name, split_source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_RATE = 44100
+FORMATS = {"wav": "wav", "aiff": "aif"}
+# How far below the context's loudness each generated part sits, in LU: a part, not a second mix.
+PART_OFFSET_LU = {"bass": 6.0, "drums": 4.0, "keys": 8.0, "pad": 10.0, "lead": 7.0}
+DEFAULT_PART_OFFSET_LU = 6.0
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how results are written.
+
+    Attributes:
+        out_dir: the folder (created if missing).
+        fmt: ``wav`` or ``aiff``.
+        bit_depth: 16, 24 or 32 (32 = float).
+        sample_rate: output rate; ``None`` keeps the input's.
+        position: the timeline position of bar 1 in seconds, written as the BWF time reference (WAV only).
+    """
+
+    out_dir: Path
+    fmt: str = "wav"
+    bit_depth: int = 24
+    sample_rate: int | None = None
+    position: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        if self.bit_depth not in (16, 24, 32):
+            raise InvalidArgument(f"bit depth must be 16, 24 or 32 (float), got {self.bit_depth}")
+        if self.sample_rate is not None and not 8000 <= int(self.sample_rate) <= 192000:
+            raise InvalidArgument(f"sample rate must be between 8000 and 192000 Hz, got {self.sample_rate}")
+        if self.position is not None and (not np.isfinite(self.position) or self.position < 0):
+            raise InvalidArgument(f"position must be 0 or more seconds, got {self.position}")
+
+
+@dataclass
+class Output:
+    stem: str
+    path: Path
+    variation: int | None = None
+    sample_rate: int = 0
+    samples: int = 0
+    channels: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+@dataclass
+class Result:
+    """What a job produced and how."""
+
+    command: str
+    engine: str
+    model: str
+    outputs: list[Output] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "engine": self.engine,
+            "model": self.model,
+            "outputs": [o.to_dict() for o in self.outputs],
+            **self.info,
+        }
+
+
+def _engine(engine: str | Engine, capability: str, model: str | None, models_dir: Path | None) -> Engine:
+    if isinstance(engine, Engine):
+        return engine
+    return load_engine(engine, capability, model=model, models_dir=models_dir)
+
+
+def _to_engine_rate(audio: np.ndarray, sample_rate: int, engine: Engine) -> tuple[np.ndarray, int]:
+    if engine.sample_rate and engine.sample_rate != sample_rate:
+        return audio_io.resample(audio, sample_rate, engine.sample_rate), engine.sample_rate
+    return audio, sample_rate
+
+
+def _write_all(
+    items: Sequence[tuple[str, int | None, np.ndarray, str]],
+    sample_rate: int,
+    options: OutputOptions,
+    description: str,
+) -> list[Output]:
+    """Write ``(stem, variation, audio, file_name)`` items; on any failure remove what this call wrote."""
+    out_rate = options.sample_rate or sample_rate
+    position = None if options.position is None else int(round(options.position * out_rate))
+    written: list[Output] = []
+    try:
+        for stem, variation, audio, name in items:
+            data = audio_io.resample(audio, sample_rate, out_rate) if out_rate != sample_rate else audio
+            path = audio_io.write_audio_unique(
+                options.out_dir / name,
+                data,
+                out_rate,
+                fmt=options.fmt,
+                bit_depth=options.bit_depth,
+                position=position,
+                description=description,
+            )
+            written.append(Output(stem, path, variation, out_rate, data.shape[-1], data.shape[0]))
+    except BaseException:
+        for output in written:
+            output.path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def separate_file(
+    path: Path,
+    options: OutputOptions,
+    *,
+    stems: Sequence[str] | None = None,
+    engine: str | Engine = "auto",
+    model: str | None = None,
+    models_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> Result:
+    """Split the audio file at ``path`` into stems written to ``options.out_dir``."""
+    report = Progress(progress)
+    eng = _engine(engine, "separate", model, models_dir)
+    wanted = [s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()]
+    unknown = [s for s in wanted if s not in eng.separate_stems]
+    if unknown:
+        raise UnsupportedOperation(
+            f"the {eng.name} engine cannot separate {', '.join(map(repr, unknown))}; "
+            f"it knows {', '.join(eng.separate_stems)}"
+        )
+    audio, sample_rate = audio_io.read_audio(path)
+    report(0.02, "read")
+    work, work_rate = _to_engine_rate(audio, sample_rate, eng)
+    stems_out = eng.separate(work, work_rate, wanted, report.sub(0.05, 0.9))
+    if work_rate != sample_rate:
+        stems_out = {k: audio_io.resample(v, work_rate, sample_rate)[:, : audio.shape[-1]] for k, v in stems_out.items()}
+    ext = FORMATS[options.fmt]
+    source = Path(path).stem
+    items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
+    report(0.92, "write")
+    outputs = _write_all(items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})")
+    report(1.0, "done")
+    return Result("separate", eng.name, eng.model_name, outputs, {"source": str(path)})
+
+
+def load_context(paths: Sequence[Path], sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read context files, resample to one rate (the first file's unless given), make them stereo and sum them.
+
+    All files start at bar 1; the mix is as long as the longest file.
+    """
+    if not paths:
+        raise InvalidArgument("no context files given; pass at least one with --context FILE")
+    tracks = []
+    rate = sample_rate
+    for p in paths:
+        audio, sr = audio_io.read_audio(p)
+        rate = rate or sr
+        if sr != rate:
+            audio = audio_io.resample(audio, sr, rate)
+        tracks.append(audio_io.conform_channels(audio, 2))
+    length = max(t.shape[-1] for t in tracks)
+    mix = np.zeros((2, length), dtype=np.float32)
+    for t in tracks:
+        mix[:, : t.shape[-1]] += t
+    return mix, int(rate or DEFAULT_SAMPLE_RATE)
+
+
+def generate_files(
+    context_paths: Sequence[Path],
+    spec: GenerateSpec,
+    options: OutputOptions,
+    *,
+    engine: str | Engine = "auto",
+    model: str | None = None,
+    models_dir: Path | None = None,
+    match_loudness: bool = True,
+    progress: ProgressCallback | None = None,
+) -> Result:
+    """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them."""
+    report = Progress(progress)
+    eng = _engine(engine, "generate", model, models_dir)
+    if spec.stem not in eng.generate_stems:
+        raise UnsupportedOperation(
+            f"the {eng.name} engine cannot generate {spec.stem!r}; it knows {', '.join(eng.generate_stems)}"
+        )
+    if context_paths:
+        context, sample_rate = load_context(context_paths, options.sample_rate)
+        source = split_source(Path(context_paths[0]).stem)[0]
+    else:
+        context, sample_rate = None, options.sample_rate or DEFAULT_SAMPLE_RATE
+        source = "generated"
+    report(0.03, "read")
+    work, work_rate = (context, sample_rate) if context is None else _to_engine_rate(context, sample_rate, eng)
+    if context is None and eng.sample_rate:
+        work_rate = eng.sample_rate
+    takes = eng.generate(work, work_rate, spec, report.sub(0.05, 0.85))
+    n_samples = spec.grid(sample_rate).samples_for_bars(spec.bars)
+    target = None
+    if match_loudness and context is not None:
+        context_lufs = integrated_loudness(context, sample_rate)
+        if np.isfinite(context_lufs):
+            target = context_lufs - PART_OFFSET_LU.get(spec.stem, DEFAULT_PART_OFFSET_LU)
+    report(0.88, "finish")
+    items = []
+    ext = FORMATS[options.fmt]
+    for k, take in enumerate(takes, start=1):
+        if work_rate != sample_rate:
+            take = audio_io.resample(take, work_rate, sample_rate)
+        take = finish(take, sample_rate, n_samples, target_lufs=target)
+        name = output_name(source, spec.stem, bpm=spec.bpm, bars=spec.bars, variation=k, ext=ext)
+        items.append((spec.stem, k, take, name))
+    report(0.92, "write")
+    outputs = _write_all(items, sample_rate, options, f"stembridge generate {spec.stem} ({eng.model_name})")
+    report(1.0, "done")
+    info = {
+        "stem": spec.stem,
+        "bpm": spec.bpm,
+        "bars": spec.bars,
+        "time_signature": str(spec.time_signature),
+        "seed": spec.seed,
+        "context": [str(p) for p in context_paths],
+    }
+    return Result("generate", eng.name, eng.model_name, outputs, info)
+
+
+def vary_file(
+    path: Path,
+    options: OutputOptions,
+    *,
+    variations: int = 3,
+    strength: float = 0.5,
+    seed: int = 0,
+    bpm: float | None = None,
+    bars: int | None = None,
+    time_signature: TimeSignature | None = None,
+    engine: str | Engine = "auto",
+    model: str | None = None,
+    models_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> Result:
+    """Make ``variations`` variations of the audio file at ``path``.
+
+    With both ``bpm`` and ``bars`` the results are exactly that many bars long; otherwise as long as the input.
+    """
+    report = Progress(progress)
+    if not 1 <= int(variations) <= 16:
+        raise InvalidArgument(f"variations must be between 1 and 16, got {variations}")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise InvalidArgument(f"strength must be between 0 and 1, got {strength}")
+    eng = _engine(engine, "vary", model, models_dir)
+    audio, sample_rate = audio_io.read_audio(path)
+    report(0.03, "read")
+    ts = time_signature or TimeSignature()
+    grid: Grid = infer_grid(audio, sample_rate, bpm, bars, ts)
+    n_samples = audio.shape[-1]
+    if bpm is not None and bars is not None:
+        n_samples = grid.samples_for_bars(bars)
+        audio = fit_length(audio, n_samples, sample_rate)
+    work, work_rate = _to_engine_rate(audio, sample_rate, eng)
+    takes = eng.vary(
+        work, work_rate, int(variations), float(strength), int(seed), grid.with_sample_rate(work_rate),
+        report.sub(0.05, 0.85),
+    )
+    target = integrated_loudness(audio, sample_rate)
+    bars_label = bars if bars is not None else max(1, int(round(grid.bars_in(n_samples))))
+    ext = FORMATS[options.fmt]
+    source, source_stem = split_source(Path(path).stem)
+    label = f"{source_stem}-var" if source_stem else "var"
+    items = []
+    for k, take in enumerate(takes, start=1):
+        if work_rate != sample_rate:
+            take = audio_io.resample(take, work_rate, sample_rate)
+        take = finish(take, sample_rate, n_samples, target_lufs=target if np.isfinite(target) else None)
+        name = output_name(source, label, bpm=grid.bpm, bars=bars_label, variation=k, ext=ext)
+        items.append((label, k, take, name))
+    report(0.92, "write")
+    outputs = _write_all(items, sample_rate, options, f"stembridge vary {Path(path).name} ({eng.model_name})")
+    report(1.0, "done")
+    info = {"bpm": grid.bpm, "bars": bars_label, "strength": float(strength), "seed": int(seed), "source": str(path)}
+    return Result("vary", eng.name, eng.model_name, outputs, info)
+
+
+__all__ = [
+    "OutputOptions",
+    "Output",
+    "Result",
+    "separate_file",
+    "generate_files",
+    "vary_file",
+    "load_context",
+    "safe_name",
+]
