@@ -57,8 +57,8 @@ class OutputOptions:
             raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         if self.bit_depth not in (16, 24, 32):
             raise InvalidArgument(f"bit depth must be 16, 24 or 32 (float), got {self.bit_depth}")
-        if self.sample_rate is not None and not 8000 <= int(self.sample_rate) <= 192000:
-            raise InvalidArgument(f"sample rate must be between 8000 and 192000 Hz, got {self.sample_rate}")
+        if self.sample_rate is not None:
+            object.__setattr__(self, "sample_rate", audio_io.check_sample_rate(self.sample_rate, "output sample rate"))
         if self.position is not None and (not np.isfinite(self.position) or self.position < 0):
             raise InvalidArgument(f"position must be 0 or more seconds, got {self.position}")
 
@@ -165,7 +165,10 @@ def separate_file(
     work, work_rate = _to_engine_rate(audio, sample_rate, eng)
     stems_out = eng.separate(work, work_rate, wanted, report.sub(0.05, 0.9))
     if work_rate != sample_rate:
-        stems_out = {k: audio_io.resample(v, work_rate, sample_rate)[:, : audio.shape[-1]] for k, v in stems_out.items()}
+        stems_out = {
+            k: fit_length(audio_io.resample(v, work_rate, sample_rate), audio.shape[-1], sample_rate, fade_ms=0.0)
+            for k, v in stems_out.items()
+        }
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
