@@ -156,9 +156,10 @@ def separate_file(
     wanted = [s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()]
     unknown = [s for s in wanted if s not in eng.separate_stems]
     if unknown:
+        hint = " (guitar and piano need --engine demucs --model htdemucs_6s)" if {"guitar", "piano"} & set(unknown) else ""
         raise UnsupportedOperation(
             f"the {eng.name} engine cannot separate {', '.join(map(repr, unknown))}; "
-            f"it knows {', '.join(eng.separate_stems)}"
+            f"it knows {', '.join(eng.separate_stems)}{hint}"
         )
     audio, sample_rate = audio_io.read_audio(path)
     report(0.02, "read")
