@@ -34,18 +34,24 @@ def _examples(*lines: str) -> str:
 
 def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None:
     g = p.add_argument_group("engine and output")
-    g.add_argument("--engine", default=None, help="engine name, or 'auto' for the best available (default: auto)")
+    g.add_argument(
+        "--engine", default=None, help="engine name, or 'auto' for the best available (default: auto)"
+    )
     if models:
         g.add_argument("--model", default=None, help="model name from `stembridge models`, or a local folder")
         g.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
     g.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
-    g.add_argument("--format", dest="fmt", choices=("wav", "aiff"), default="wav", help="file format (default: wav)")
+    g.add_argument(
+        "--format", dest="fmt", choices=("wav", "aiff"), default="wav", help="file format (default: wav)"
+    )
     g.add_argument(
         "--bit-depth", type=int, choices=(16, 24, 32), default=24, help="16, 24 or 32 (float); default 24"
     )
     g.add_argument("--samplerate", type=int, default=None, help="output sample rate (default: the input's)")
     g.add_argument(
-        "--position", type=float, default=None,
+        "--position",
+        type=float,
+        default=None,
         help="timeline position of the result in seconds, stored as the BWF time reference (WAV)",
     )
     g.add_argument("--json", action="store_true", help="print one JSON object with the outputs, for scripts")
@@ -66,40 +72,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=help_text, description=help_text, epilog=_examples(*examples),
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_examples(*examples),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
     p = command(
-        "separate", "Split a song into stems (drums, bass, vocals, other).",
+        "separate",
+        "Split a song into stems (drums, bass, vocals, other).",
         "stembridge separate song.wav",
         "stembridge separate song.mp3 --stems drums,bass --out ~/stems --json",
     )
     p.add_argument("file", type=Path, help="the audio file (WAV, AIFF, FLAC, MP3, OGG)")
-    p.add_argument("--stems", default=None, help="comma-separated stems to write (default: all the engine knows)")
+    p.add_argument(
+        "--stems", default=None, help="comma-separated stems to write (default: all the engine knows)"
+    )
     _add_job_options(p)
 
     p = command(
-        "generate", "Generate a stem that fits the context: same tempo, bars and key.",
+        "generate",
+        "Generate a stem that fits the context: same tempo, bars and key.",
         "stembridge generate --stem bass --context drums.wav keys.wav --bpm 120 --bars 8",
         "stembridge generate --stem drums --context song.wav --bpm 96 --bars 4 --time-signature 6/8 --variations 3",
         'stembridge generate --stem lead --bpm 128 --bars 8 --prompt "bright lead in E minor" --seed 7',
     )
     p.add_argument("--stem", required=True, help="the part to generate: bass, drums, keys, pad, lead, ...")
-    p.add_argument("--context", type=Path, nargs="+", default=[], metavar="FILE",
-                   help="the other stems (or the mix) the part must fit; they start at bar 1")
+    p.add_argument(
+        "--context",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="the other stems (or the mix) the part must fit; they start at bar 1",
+    )
     p.add_argument("--bpm", type=float, required=True, help="tempo in quarter notes per minute (20-400)")
     p.add_argument("--bars", type=float, required=True, help="length in bars (1-256)")
     p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
     p.add_argument("--prompt", default="", help="describe the part, e.g. 'dark sparse 808 bass in F minor'")
     p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
     p.add_argument("--variations", type=int, default=1, help="how many takes (1-16, default 1)")
-    p.add_argument("--no-loudness-match", action="store_true",
-                   help="keep the engine's level instead of sitting the part under the context's loudness")
+    p.add_argument(
+        "--no-loudness-match",
+        action="store_true",
+        help="keep the engine's level instead of sitting the part under the context's loudness",
+    )
     _add_job_options(p)
 
     p = command(
-        "vary", "Make variations of a part: rearranged on the beat grid, with pitch, filter and effect changes.",
+        "vary",
+        "Make variations of a part: rearranged on the beat grid, with pitch, filter and effect changes.",
         "stembridge vary loop.wav --variations 4 --strength 0.6",
         "stembridge vary bass.wav --bpm 120 --bars 8 --seed 3 --json",
     )
@@ -112,18 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
     _add_job_options(p)
 
-    p = command("models", "List engines and models, and whether each can run here (and if not, why).",
-                "stembridge models", "stembridge models --json")
+    p = command(
+        "models",
+        "List engines and models, and whether each can run here (and if not, why).",
+        "stembridge models",
+        "stembridge models --json",
+    )
     p.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command(
-        "demo", "The main job end to end on a song it makes itself: separate, generate a new bass, 3 variations.",
-        "stembridge demo", "stembridge demo --out /tmp/demo",
+        "demo",
+        "The main job end to end on a song it makes itself: separate, generate a new bass, 3 variations.",
+        "stembridge demo",
+        "stembridge demo --out /tmp/demo",
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
     p.add_argument("--seed", type=int, default=0, help="seed for the song and the parts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    from bridge.cli_daemon import add_commands
+
+    handlers = {**COMMANDS, **add_commands(sub)}
+    for name, handler in handlers.items():
+        sub.choices[name].set_defaults(handler=handler)
     return parser
 
 
@@ -144,8 +179,11 @@ def _output_options(args: argparse.Namespace, settings: Any) -> Any:
     from bridge.pipeline import OutputOptions
 
     return OutputOptions(
-        out_dir=settings.out_dir, fmt=args.fmt, bit_depth=args.bit_depth,
-        sample_rate=args.samplerate, position=args.position,
+        out_dir=settings.out_dir,
+        fmt=args.fmt,
+        bit_depth=args.bit_depth,
+        sample_rate=args.samplerate,
+        position=args.position,
     )
 
 
@@ -183,8 +221,19 @@ def cmd_separate(args: argparse.Namespace) -> int:
     from bridge.pipeline import separate_file
 
     stems = [s for s in args.stems.split(",")] if args.stems else None
-    return _run_job(args, "separate", lambda s, o, bar: separate_file(
-        args.file, o, stems=stems, engine=s.engine, model=args.model, models_dir=s.models_dir, progress=bar))
+    return _run_job(
+        args,
+        "separate",
+        lambda s, o, bar: separate_file(
+            args.file,
+            o,
+            stems=stems,
+            engine=s.engine,
+            model=args.model,
+            models_dir=s.models_dir,
+            progress=bar,
+        ),
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -193,12 +242,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from bridge.pipeline import generate_files
 
     spec = GenerateSpec(
-        stem=args.stem, bpm=args.bpm, bars=args.bars, time_signature=TimeSignature.parse(args.time_signature),
-        prompt=args.prompt, seed=args.seed, variations=args.variations,
+        stem=args.stem,
+        bpm=args.bpm,
+        bars=args.bars,
+        time_signature=TimeSignature.parse(args.time_signature),
+        prompt=args.prompt,
+        seed=args.seed,
+        variations=args.variations,
     )
-    return _run_job(args, "generate", lambda s, o, bar: generate_files(
-        args.context, spec, o, engine=s.engine, model=args.model, models_dir=s.models_dir,
-        match_loudness=not args.no_loudness_match, progress=bar))
+    return _run_job(
+        args,
+        "generate",
+        lambda s, o, bar: generate_files(
+            args.context,
+            spec,
+            o,
+            engine=s.engine,
+            model=args.model,
+            models_dir=s.models_dir,
+            match_loudness=not args.no_loudness_match,
+            progress=bar,
+        ),
+    )
 
 
 def cmd_vary(args: argparse.Namespace) -> int:
@@ -208,9 +273,24 @@ def cmd_vary(args: argparse.Namespace) -> int:
     bpm = None if args.bpm is None else check_bpm(args.bpm)
     bars = None if args.bars is None else check_bars(args.bars)
     ts = TimeSignature.parse(args.time_signature)
-    return _run_job(args, "vary", lambda s, o, bar: vary_file(
-        args.file, o, variations=args.variations, strength=args.strength, seed=args.seed, bpm=bpm, bars=bars,
-        time_signature=ts, engine=s.engine, model=args.model, models_dir=s.models_dir, progress=bar))
+    return _run_job(
+        args,
+        "vary",
+        lambda s, o, bar: vary_file(
+            args.file,
+            o,
+            variations=args.variations,
+            strength=args.strength,
+            seed=args.seed,
+            bpm=bpm,
+            bars=bars,
+            time_signature=ts,
+            engine=s.engine,
+            model=args.model,
+            models_dir=s.models_dir,
+            progress=bar,
+        ),
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -221,15 +301,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     engines = available_engines()
     statuses = model_statuses(settings.models_dir)
     if args.json:
-        print(json.dumps({
-            "engines": {name: {"available": reason is None, "reason": reason or ""} for name, reason in engines.items()},
-            "models": [
-                {"name": s.entry.name, "engine": s.entry.engine, "tasks": list(s.entry.tasks),
-                 "available": s.available, "reason": s.reason}
-                for s in statuses
-            ],
-            "models_dir": str(settings.models_dir),
-        }))
+        print(
+            json.dumps(
+                {
+                    "engines": {
+                        name: {"available": reason is None, "reason": reason or ""}
+                        for name, reason in engines.items()
+                    },
+                    "models": [
+                        {
+                            "name": s.entry.name,
+                            "engine": s.entry.engine,
+                            "tasks": list(s.entry.tasks),
+                            "available": s.available,
+                            "reason": s.reason,
+                        }
+                        for s in statuses
+                    ],
+                    "models_dir": str(settings.models_dir),
+                }
+            )
+        )
         return EXIT_OK
     print("engines:")
     for name, reason in engines.items():
@@ -279,12 +371,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except StembridgeError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))

@@ -10,6 +10,13 @@ Example ``config.toml``::
     models_dir = "~/stembridge-models"
     engine = "auto"
     allow_download = false
+    # the daemon (`stembridge serve`)
+    host = "127.0.0.1"
+    port = 9977
+    allowed_roots = ["~/Projects/Renders"]
+
+The daemon also reads ``STEMBRIDGE_HOST``, ``STEMBRIDGE_PORT``, ``STEMBRIDGE_TOKEN``,
+``STEMBRIDGE_QUEUE_SIZE`` and ``STEMBRIDGE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``).
 """
 
 from __future__ import annotations
@@ -63,6 +70,11 @@ class Settings:
         state_dir: the daemon's journal, port file and caches.
         engine: the default engine name (``auto`` picks the best available).
         allow_download: whether engines may fetch weights from the network.
+        host: the daemon's address; anything but loopback needs ``token``.
+        port: the daemon's UDP and TCP port (0 picks a free one).
+        token: a shared secret every request must carry (``token <secret>``); ``None``: none needed.
+        allowed_roots: folders besides ``out_dir`` where requests may ask for renders to go.
+        queue_size: how many jobs may wait behind the running one before requests are refused as busy.
     """
 
     out_dir: Path = field(default_factory=default_out_dir)
@@ -70,6 +82,11 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: user_data_dir() / "state")
     engine: str = "auto"
     allow_download: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9977
+    token: str | None = None
+    allowed_roots: tuple[Path, ...] = ()
+    queue_size: int = 16
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied (paths expanded)."""
@@ -83,7 +100,37 @@ _ENV = {
     "state_dir": "STEMBRIDGE_STATE_DIR",
     "engine": "STEMBRIDGE_ENGINE",
     "allow_download": "STEMBRIDGE_ALLOW_DOWNLOAD",
+    "host": "STEMBRIDGE_HOST",
+    "port": "STEMBRIDGE_PORT",
+    "token": "STEMBRIDGE_TOKEN",
+    "allowed_roots": "STEMBRIDGE_ALLOWED_ROOTS",
+    "queue_size": "STEMBRIDGE_QUEUE_SIZE",
 }
+
+# Whole-number settings and their ranges.
+_INT_RANGES = {"port": (0, 65535), "queue_size": (1, 1000)}
+
+
+def _whole_number(key: str, value: Any, source: str) -> int:
+    low, high = _INT_RANGES[key]
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if number is None or not low <= number <= high:
+        raise ConfigError(f"{key} in {source} must be a whole number between {low} and {high}, got {value!r}")
+    return number
+
+
+def _roots(value: Any, source: str) -> tuple[Path, ...]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    elif isinstance(value, (str, Path)):
+        items = str(value).split(os.pathsep)
+    else:
+        raise ConfigError(f"allowed_roots in {source} must be a list of folders, got {value!r}")
+    return tuple(Path(os.path.expanduser(item.strip())) for item in items if item.strip())
 
 
 def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -91,7 +138,9 @@ def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(f"unknown setting {key!r} in {source}; known settings: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown setting {key!r} in {source}; known settings: {', '.join(sorted(known))}"
+            )
         if key.endswith("_dir"):
             out[key] = Path(os.path.expanduser(str(value)))
         elif key == "allow_download":
@@ -103,6 +152,12 @@ def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
                 out[key] = False
             else:
                 raise ConfigError(f"allow_download in {source} must be true or false, got {value!r}")
+        elif key in _INT_RANGES:
+            out[key] = _whole_number(key, value, source)
+        elif key == "allowed_roots":
+            out[key] = _roots(value, source)
+        elif key == "token":
+            out[key] = str(value) or None
         else:
             out[key] = str(value)
     return out
@@ -122,7 +177,9 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
             with open(path, "rb") as fh:
                 values.update(_coerce(tomllib.load(fh), source=str(path)))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}; fix the TOML or remove the file") from exc
+            raise ConfigError(
+                f"cannot read config file {path}: {exc}; fix the TOML or remove the file"
+            ) from exc
     for key, var in _ENV.items():
         if environ.get(var):
             values.update(_coerce({key: environ[var]}, source=f"${var}"))

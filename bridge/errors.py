@@ -69,6 +69,30 @@ class ConfigError(StembridgeError):
     code = "bad_config"
 
 
+class Busy(StembridgeError):
+    """The daemon cannot take a job now: its queue is full or it is shutting down."""
+
+    code = "busy"
+
+
+class Unauthorized(StembridgeError):
+    """The daemon needs a token and the request carried none, or the wrong one."""
+
+    code = "unauthorized"
+
+
+class DaemonUnreachable(StembridgeError):
+    """No daemon answered at the address, or it stopped answering."""
+
+    code = "unreachable"
+
+
+class Interrupted(StembridgeError):
+    """The daemon stopped (crash, kill, power cut) while the job was queued or running."""
+
+    code = "interrupted"
+
+
 class Cancelled(StembridgeError):
     """The job was cancelled; raised from a progress callback and honoured between chunks."""
 

@@ -1,0 +1,246 @@
+"""The job journal: one SQLite file in the state folder that records every job, its options and its outputs.
+
+It lets ``status`` answer after a restart, turns a job cut off by a crash into ``failed`` with the error code
+``interrupted`` on the next start (never silently lost), and lets the queue see that a request_id was already
+used. The database runs in WAL mode with ``synchronous=NORMAL``: a committed change survives the process being
+killed; only a power cut can lose the last moments.
+
+One connection is shared by the event loop (submit, status) and the worker thread (state changes), behind a
+lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError, Interrupted, StembridgeError
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = Interrupted.code  # the error code of a job the daemon stopped in the middle of
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("done", "failed", "cancelled")
+SCHEMA_VERSION = 1
+FILE_NAME = "journal.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    client        TEXT    NOT NULL,
+    request_id    TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    options       TEXT    NOT NULL,
+    state         TEXT    NOT NULL,
+    fraction      REAL    NOT NULL DEFAULT 0,
+    outputs       TEXT    NOT NULL DEFAULT '[]',
+    detail        TEXT    NOT NULL DEFAULT '{}',
+    error_code    TEXT    NOT NULL DEFAULT '',
+    error_message TEXT    NOT NULL DEFAULT '',
+    reply_host    TEXT    NOT NULL DEFAULT '',
+    reply_port    INTEGER NOT NULL DEFAULT 0,
+    created       REAL    NOT NULL,
+    updated       REAL    NOT NULL,
+    PRIMARY KEY (client, request_id)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+"""
+_COLUMNS = (
+    "client, request_id, kind, options, state, fraction, outputs, detail, error_code, error_message, "
+    "reply_host, reply_port, created, updated"
+)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as the journal knows it; ``(client, request_id)`` is the key, ``client`` the requester's IP."""
+
+    client: str
+    request_id: str
+    kind: str
+    options: dict[str, Any]
+    state: str
+    fraction: float = 0.0
+    outputs: tuple[str, ...] = ()
+    detail: dict[str, Any] | None = None
+    error_code: str = ""
+    error_message: str = ""
+    reply_host: str = ""
+    reply_port: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    return JobRecord(
+        client=row[0],
+        request_id=row[1],
+        kind=row[2],
+        options=json.loads(row[3]),
+        state=row[4],
+        fraction=float(row[5]),
+        outputs=tuple(json.loads(row[6])),
+        detail=json.loads(row[7]),
+        error_code=row[8],
+        error_message=row[9],
+        reply_host=row[10],
+        reply_port=int(row[11]),
+        created=float(row[12]),
+        updated=float(row[13]),
+    )
+
+
+class Journal:
+    """The SQLite journal at ``path`` (``":memory:"`` for tests); created with its folder if missing.
+
+    Raises:
+        ConfigError: the file cannot be opened, is not a journal, or was written by a newer stembridge.
+    """
+
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the job journal {path} was written by a newer stembridge (schema {version}); "
+                    f"upgrade stembridge or pass another --state-dir"
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                f"cannot open the job journal {path}: {exc}; move the file away or pass another --state-dir"
+            ) from exc
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            if self._db is None:
+                raise StembridgeError(f"the job journal {self.path} is closed")
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StembridgeError(
+                    f"cannot write the job journal {self.path}: {exc}; check the disk space and permissions"
+                ) from exc
+
+    def add(
+        self,
+        client: str,
+        request_id: str,
+        kind: str,
+        options: dict[str, Any],
+        reply_host: str,
+        reply_port: int,
+    ) -> None:
+        """Record a new job as ``queued``. The key ``(client, request_id)`` must be new."""
+        now = self._clock()
+        self._execute(
+            "INSERT INTO jobs (client, request_id, kind, options, state, reply_host, reply_port, created, "
+            "updated) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+            (
+                client,
+                request_id,
+                kind,
+                json.dumps(options, sort_keys=True),
+                reply_host,
+                int(reply_port),
+                now,
+                now,
+            ),
+        )
+
+    def update(
+        self,
+        client: str,
+        request_id: str,
+        state: str,
+        *,
+        fraction: float | None = None,
+        outputs: Sequence[str] | None = None,
+        detail: dict[str, Any] | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        """Move a job to ``state``, with its ``outputs`` and ``detail`` or its ``(code, message)`` error."""
+        sets = ["state = ?", "updated = ?"]
+        params: list[Any] = [state, self._clock()]
+        if fraction is not None:
+            sets.append("fraction = ?")
+            params.append(float(fraction))
+        if outputs is not None:
+            sets.append("outputs = ?")
+            params.append(json.dumps(list(outputs)))
+        if detail is not None:
+            sets.append("detail = ?")
+            params.append(json.dumps(detail, default=str))
+        if error is not None:
+            sets += ["error_code = ?", "error_message = ?"]
+            params += [error[0], error[1]]
+        self._execute(
+            f"UPDATE jobs SET {', '.join(sets)} WHERE client = ? AND request_id = ?",
+            (*params, client, request_id),
+        )
+
+    def get(self, client: str, request_id: str) -> JobRecord | None:
+        row = self._execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE client = ? AND request_id = ?", (client, request_id)
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def recover(self) -> list[JobRecord]:
+        """Mark every job left ``queued`` or ``running`` by a previous run as failed (``interrupted``).
+
+        Returns:
+            Those jobs as now recorded, so the daemon can tell their clients.
+        """
+        rows = self._execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created"
+        ).fetchall()
+        cut = []
+        for rec in map(_record, rows):
+            error = (
+                INTERRUPTED,
+                f"the daemon stopped while this job was {rec.state}; send the request again",
+            )
+            self.update(rec.client, rec.request_id, "failed", error=error)
+            cut.append(replace(rec, state="failed", error_code=error[0], error_message=error[1]))
+        if cut:
+            log.warning(
+                "%d job(s) were cut off when the daemon last stopped; marked failed (interrupted)", len(cut)
+            )
+        return cut
+
+    def prune(self, max_age_s: float) -> int:
+        """Forget finished jobs last changed more than ``max_age_s`` seconds ago; returns how many."""
+        cursor = self._execute(
+            "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND updated < ?",
+            (self._clock() - max_age_s,),
+        )
+        return int(cursor.rowcount)
+
+    def close(self) -> None:
+        """Write everything into the main database file and close it. Safe to call twice."""
+        with self._lock:
+            if self._db is None:
+                return
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("could not checkpoint the job journal %s: %s", self.path, exc)
+            self._db.close()
+            self._db = None

@@ -1,0 +1,52 @@
+"""What a job is: its kind and its validated options, in a form the journal can store as JSON.
+
+The protocol builds a :class:`JobSpec` from a request once every option has been checked; the runner turns it
+into a pipeline call. Nothing here touches files or samples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.engines.base import ProgressCallback
+
+JOB_KINDS = ("separate", "generate", "vary")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job.
+
+    Attributes:
+        kind: ``separate``, ``generate`` or ``vary``.
+        options: JSON-compatible values, already checked and normalised by :mod:`bridge.server.protocol`:
+            ``path`` (separate, vary) or ``stem`` and ``context`` (generate), ``out`` (an absolute folder),
+            ``format``, ``bit_depth``, ``sample_rate``, ``position``, ``engine``, ``model`` and the job's own
+            keys (``stems``; ``bpm``, ``bars``, ``time_signature``, ``prompt``, ``seed``, ``variations``,
+            ``match_loudness``; ``strength``).
+    """
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.options, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, kind: str, text: str) -> JobSpec:
+        return cls(kind, dict(json.loads(text)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished job produced: the files, and the pipeline's own description of the result."""
+
+    paths: list[str]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# Runs one job to the end, calling the progress callback between chunks; Cancelled raised there stops it.
+Runner = Callable[[JobSpec, ProgressCallback], Outcome]
