@@ -43,7 +43,9 @@ def _catalog_text() -> str:
     checkout = Path(__file__).resolve().parent.parent / "models" / "catalog.toml"
     if checkout.is_file():
         return checkout.read_text(encoding="utf-8")
-    raise ConfigError("the model catalogue (catalog.toml) is missing from this installation; reinstall stembridge")
+    raise ConfigError(
+        "the model catalogue (catalog.toml) is missing from this installation; reinstall stembridge"
+    )
 
 
 def load_catalog(text: str | None = None) -> list[ModelEntry]:
@@ -76,7 +78,9 @@ def model_statuses(models_dir: Path | None = None) -> list[ModelStatus]:
     for entry in load_catalog():
         if entry.engine not in engines:
             statuses.append(
-                ModelStatus(entry, False, f"the {entry.engine!r} engine is not part of this stembridge version")
+                ModelStatus(
+                    entry, False, f"the {entry.engine!r} engine is not part of this stembridge version"
+                )
             )
         elif engines[entry.engine] is not None:
             statuses.append(ModelStatus(entry, False, str(engines[entry.engine])))

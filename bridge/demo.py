@@ -44,9 +44,13 @@ def compose_song(seed: int = 0, progress: ProgressCallback | None = None) -> np.
     n = GenerateSpec("drums", DEMO_BPM, DEMO_BARS).grid(sr).samples_for_bars(DEMO_BARS)
     mix = np.zeros((2, n), dtype=np.float32)
     for i, (stem, gain_db) in enumerate(DEMO_PARTS):
-        spec = GenerateSpec(stem, DEMO_BPM, DEMO_BARS, TimeSignature(4, 4), prompt="in A minor", seed=seed + i)
+        spec = GenerateSpec(
+            stem, DEMO_BPM, DEMO_BARS, TimeSignature(4, 4), prompt="in A minor", seed=seed + i
+        )
         context = mix if i else None
-        part = engine.generate(context, sr, spec, report.sub(i / len(DEMO_PARTS), (i + 1) / len(DEMO_PARTS)))[0]
+        part = engine.generate(context, sr, spec, report.sub(i / len(DEMO_PARTS), (i + 1) / len(DEMO_PARTS)))[
+            0
+        ]
         mix += part * np.float32(10 ** (gain_db / 20))
     return finish(mix, sr, n, ceiling_db=-1.0)
 
@@ -58,7 +62,9 @@ def run_demo(out_dir: Path, seed: int = 0, progress: ProgressCallback | None = N
     options = OutputOptions(folder)
     song = compose_song(seed, report.sub(0.0, 0.25))
     song_path = audio_io.write_audio_unique(
-        folder / "demo-song.wav", song, DEMO_SAMPLE_RATE,
+        folder / "demo-song.wav",
+        song,
+        DEMO_SAMPLE_RATE,
         description="stembridge demo song",
     )
     result = DemoResult(folder, song_path)
@@ -69,8 +75,15 @@ def run_demo(out_dir: Path, seed: int = 0, progress: ProgressCallback | None = N
     generated = generate_files(context, spec, options, engine="builtin", progress=report.sub(0.5, 0.75))
     result.bass = generated.outputs[0]
     varied = vary_file(
-        result.bass.path, options, variations=3, strength=0.5, seed=seed, bpm=DEMO_BPM, bars=DEMO_BARS,
-        engine="builtin", progress=report.sub(0.75, 1.0),
+        result.bass.path,
+        options,
+        variations=3,
+        strength=0.5,
+        seed=seed,
+        bpm=DEMO_BPM,
+        bars=DEMO_BARS,
+        engine="builtin",
+        progress=report.sub(0.75, 1.0),
     )
     result.variations = varied.outputs
     return result

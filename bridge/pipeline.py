@@ -58,7 +58,9 @@ class OutputOptions:
         if self.bit_depth not in (16, 24, 32):
             raise InvalidArgument(f"bit depth must be 16, 24 or 32 (float), got {self.bit_depth}")
         if self.sample_rate is not None:
-            object.__setattr__(self, "sample_rate", audio_io.check_sample_rate(self.sample_rate, "output sample rate"))
+            object.__setattr__(
+                self, "sample_rate", audio_io.check_sample_rate(self.sample_rate, "output sample rate")
+            )
         if self.position is not None and (not np.isfinite(self.position) or self.position < 0):
             raise InvalidArgument(f"position must be 0 or more seconds, got {self.position}")
 
@@ -156,7 +158,11 @@ def separate_file(
     wanted = [s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()]
     unknown = [s for s in wanted if s not in eng.separate_stems]
     if unknown:
-        hint = " (guitar and piano need --engine demucs --model htdemucs_6s)" if {"guitar", "piano"} & set(unknown) else ""
+        hint = (
+            " (guitar and piano need --engine demucs --model htdemucs_6s)"
+            if {"guitar", "piano"} & set(unknown)
+            else ""
+        )
         raise UnsupportedOperation(
             f"the {eng.name} engine cannot separate {', '.join(map(repr, unknown))}; "
             f"it knows {', '.join(eng.separate_stems)}{hint}"
@@ -167,14 +173,18 @@ def separate_file(
     stems_out = eng.separate(work, work_rate, wanted, report.sub(0.05, 0.9))
     if work_rate != sample_rate:
         stems_out = {
-            k: fit_length(audio_io.resample(v, work_rate, sample_rate), audio.shape[-1], sample_rate, fade_ms=0.0)
+            k: fit_length(
+                audio_io.resample(v, work_rate, sample_rate), audio.shape[-1], sample_rate, fade_ms=0.0
+            )
             for k, v in stems_out.items()
         }
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
     report(0.92, "write")
-    outputs = _write_all(items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})")
+    outputs = _write_all(
+        items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})"
+    )
     report(1.0, "done")
     return Result("separate", eng.name, eng.model_name, outputs, {"source": str(path)})
 
@@ -226,7 +236,9 @@ def generate_files(
         context, sample_rate = None, options.sample_rate or DEFAULT_SAMPLE_RATE
         source = "generated"
     report(0.03, "read")
-    work, work_rate = (context, sample_rate) if context is None else _to_engine_rate(context, sample_rate, eng)
+    work, work_rate = (
+        (context, sample_rate) if context is None else _to_engine_rate(context, sample_rate, eng)
+    )
     if context is None and eng.sample_rate:
         work_rate = eng.sample_rate
     takes = eng.generate(work, work_rate, spec, report.sub(0.05, 0.85))
@@ -294,7 +306,12 @@ def vary_file(
         audio = fit_length(audio, n_samples, sample_rate)
     work, work_rate = _to_engine_rate(audio, sample_rate, eng)
     takes = eng.vary(
-        work, work_rate, int(variations), float(strength), int(seed), grid.with_sample_rate(work_rate),
+        work,
+        work_rate,
+        int(variations),
+        float(strength),
+        int(seed),
+        grid.with_sample_rate(work_rate),
         report.sub(0.05, 0.85),
     )
     target = integrated_loudness(audio, sample_rate)
@@ -312,7 +329,13 @@ def vary_file(
     report(0.92, "write")
     outputs = _write_all(items, sample_rate, options, f"stembridge vary {Path(path).name} ({eng.model_name})")
     report(1.0, "done")
-    info = {"bpm": grid.bpm, "bars": bars_label, "strength": float(strength), "seed": int(seed), "source": str(path)}
+    info = {
+        "bpm": grid.bpm,
+        "bars": bars_label,
+        "strength": float(strength),
+        "seed": int(seed),
+        "source": str(path),
+    }
     return Result("vary", eng.name, eng.model_name, outputs, info)
 
 

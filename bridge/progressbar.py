@@ -15,7 +15,12 @@ class ProgressBar:
     """Callable as a :data:`bridge.engines.base.ProgressCallback`."""
 
     def __init__(
-        self, label: str, stream: TextIO | None = None, enabled: bool = True, delay: float = 1.0, width: int = 30
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        delay: float = 1.0,
+        width: int = 30,
     ) -> None:
         self.label = label
         self.stream = stream or sys.stderr

@@ -40,7 +40,9 @@ def _vlq(value: int) -> bytes:
 
 def write_midi(path: Path, notes: list[Note], bpm: float, channel: int = 0, program: int = 0) -> None:
     """Write a one-track type-0 MIDI file; channel 9 is the GM drum kit."""
-    events: list[tuple[int, bytes]] = [(0, bytes([0xFF, 0x51, 0x03]) + int(round(60e6 / bpm)).to_bytes(3, "big"))]
+    events: list[tuple[int, bytes]] = [
+        (0, bytes([0xFF, 0x51, 0x03]) + int(round(60e6 / bpm)).to_bytes(3, "big"))
+    ]
     if channel != 9:
         events.append((0, bytes([0xC0 | channel, program])))
     for n in notes:
@@ -64,14 +66,30 @@ def require_fluidsynth() -> None:
         return
     if os.environ.get("CI"):
         pytest.fail("fluidsynth and fluid-soundfont-gm are missing: .ci/run must install them")
-    pytest.skip("fluidsynth / fluid-soundfont-gm not installed (apt-get install fluidsynth fluid-soundfont-gm)")
+    pytest.skip(
+        "fluidsynth / fluid-soundfont-gm not installed (apt-get install fluidsynth fluid-soundfont-gm)"
+    )
 
 
 def render(midi: Path, wav: Path, sample_rate: int = 44100) -> np.ndarray:
     """Render ``midi`` with fluidsynth; returns ``[2, T]`` float32."""
     subprocess.run(
-        ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(sample_rate), "-F", str(wav), str(SOUNDFONT), str(midi)],
-        check=True, capture_output=True, timeout=120,
+        [
+            "fluidsynth",
+            "-ni",
+            "-q",
+            "-g",
+            "0.5",
+            "-r",
+            str(sample_rate),
+            "-F",
+            str(wav),
+            str(SOUNDFONT),
+            str(midi),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     audio, _ = sf.read(wav, dtype="float32", always_2d=True)
     return np.ascontiguousarray(audio.T)
@@ -96,7 +114,9 @@ def band_song(bpm: float, bars: int) -> dict[str, tuple[list[Note], int, int]]:
     return {"drums": (drums, 9, 0), "bass": (bass, 1, 33), "other": (keys, 2, 0)}
 
 
-def render_band(folder: Path, bpm: float = 110.0, bars: int = 4, sample_rate: int = 44100) -> dict[str, np.ndarray]:
+def render_band(
+    folder: Path, bpm: float = 110.0, bars: int = 4, sample_rate: int = 44100
+) -> dict[str, np.ndarray]:
     """Render each part of :func:`band_song`; stems are trimmed to one common length."""
     stems = {}
     for stem, (notes, channel, program) in band_song(bpm, bars).items():

@@ -53,7 +53,9 @@ def test_help_for_every_command_has_examples(capsys: pytest.CaptureFixture[str])
 def test_separate_writes_stems_that_sum_to_the_mix(
     capsys: pytest.CaptureFixture[str], song_file: Path, song_mix: np.ndarray, out_dir: Path
 ) -> None:
-    code, out, _ = run(capsys, "separate", str(song_file), "--out", str(out_dir), "--json", "--bit-depth", "32")
+    code, out, _ = run(
+        capsys, "separate", str(song_file), "--out", str(out_dir), "--json", "--bit-depth", "32"
+    )
     assert code == 0
     result = json.loads(out)
     assert result["engine"] == "builtin"
@@ -68,8 +70,16 @@ def test_separate_subset_at_another_rate(
     capsys: pytest.CaptureFixture[str], song_file: Path, song_mix: np.ndarray, out_dir: Path
 ) -> None:
     code, out, _ = run(
-        capsys, "separate", str(song_file), "--stems", "drums,bass", "--samplerate", "48000",
-        "--out", str(out_dir), "--json",
+        capsys,
+        "separate",
+        str(song_file),
+        "--stems",
+        "drums,bass",
+        "--samplerate",
+        "48000",
+        "--out",
+        str(out_dir),
+        "--json",
     )
     assert code == 0
     outputs = json.loads(out)["outputs"]
@@ -79,13 +89,32 @@ def test_separate_subset_at_another_rate(
     assert info.frames == round(song_mix.shape[1] * 48000 / 44100)
 
 
-def test_generate_is_bar_exact_and_placed(capsys: pytest.CaptureFixture[str], song: dict, tmp_path: Path) -> None:
+def test_generate_is_bar_exact_and_placed(
+    capsys: pytest.CaptureFixture[str], song: dict, tmp_path: Path
+) -> None:
     ctx = tmp_path / "drums.wav"
     sf.write(ctx, song["drums"].T, synth.SR, subtype="PCM_24")
     out_dir = tmp_path / "out"
     code, out, _ = run(
-        capsys, "generate", "--stem", "bass", "--context", str(ctx), "--bpm", "120", "--bars", "4",
-        "--variations", "2", "--seed", "3", "--position", "2.5", "--out", str(out_dir), "--json",
+        capsys,
+        "generate",
+        "--stem",
+        "bass",
+        "--context",
+        str(ctx),
+        "--bpm",
+        "120",
+        "--bars",
+        "4",
+        "--variations",
+        "2",
+        "--seed",
+        "3",
+        "--position",
+        "2.5",
+        "--out",
+        str(out_dir),
+        "--json",
     )
     assert code == 0
     outputs = json.loads(out)["outputs"]
@@ -107,8 +136,23 @@ def test_generate_is_bar_exact_and_placed(capsys: pytest.CaptureFixture[str], so
 
 def test_generate_without_context_uses_the_prompt(capsys: pytest.CaptureFixture[str], out_dir: Path) -> None:
     code, out, _ = run(
-        capsys, "generate", "--stem", "pad", "--bpm", "90", "--bars", "2", "--time-signature", "6/8",
-        "--prompt", "dark pad in E minor", "--format", "aiff", "--out", str(out_dir), "--json",
+        capsys,
+        "generate",
+        "--stem",
+        "pad",
+        "--bpm",
+        "90",
+        "--bars",
+        "2",
+        "--time-signature",
+        "6/8",
+        "--prompt",
+        "dark pad in E minor",
+        "--format",
+        "aiff",
+        "--out",
+        str(out_dir),
+        "--json",
     )
     assert code == 0
     path = Path(json.loads(out)["outputs"][0]["path"])
@@ -120,7 +164,17 @@ def test_vary_keeps_length(capsys: pytest.CaptureFixture[str], song: dict, tmp_p
     loop = tmp_path / "loop.wav"
     sf.write(loop, song["drums"].T, synth.SR, subtype="PCM_24")
     code, out, _ = run(
-        capsys, "vary", str(loop), "--variations", "3", "--bpm", "120", "--bars", "4", "--out", str(tmp_path / "o"),
+        capsys,
+        "vary",
+        str(loop),
+        "--variations",
+        "3",
+        "--bpm",
+        "120",
+        "--bars",
+        "4",
+        "--out",
+        str(tmp_path / "o"),
         "--json",
     )
     assert code == 0
@@ -134,7 +188,9 @@ def test_never_overwrites(capsys: pytest.CaptureFixture[str], song_file: Path, o
     out_dir.mkdir()
     mine = out_dir / "My_Song__drums.wav"
     mine.write_bytes(b"my precious take")
-    code, out, _ = run(capsys, "separate", str(song_file), "--stems", "drums", "--out", str(out_dir), "--json")
+    code, out, _ = run(
+        capsys, "separate", str(song_file), "--stems", "drums", "--out", str(out_dir), "--json"
+    )
     assert code == 0
     assert mine.read_bytes() == b"my precious take"
     assert Path(json.loads(out)["outputs"][0]["path"]).name == "My_Song__drums-2.wav"
@@ -162,15 +218,30 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         ("empty", ["separate", "{empty}"], "empty.wav"),
         ("nan", ["vary", "{nan}"], "nan.wav"),
         ("text", ["separate", "{text}"], "notes.txt"),
-        ("bpm", ["generate", "--stem", "bass", "--bpm", "0", "--bars", "4"], "bpm must be between 20 and 400, got 0"),
-        ("bars", ["generate", "--stem", "bass", "--bpm", "120", "--bars", "300"], "bars must be a whole number"),
+        (
+            "bpm",
+            ["generate", "--stem", "bass", "--bpm", "0", "--bars", "4"],
+            "bpm must be between 20 and 400, got 0",
+        ),
+        (
+            "bars",
+            ["generate", "--stem", "bass", "--bpm", "120", "--bars", "300"],
+            "bars must be a whole number",
+        ),
         ("stem", ["generate", "--stem", "kazoo", "--bpm", "120", "--bars", "4"], "kazoo"),
         ("sepstem", ["separate", "{corrupt}", "--stems", "drums,kazoo"], "kazoo"),
         ("engine", ["separate", "{corrupt}", "--engine", "nope"], "unknown engine 'nope'"),
         ("strength", ["vary", "{corrupt}", "--strength", "2"], "strength must be between 0 and 1"),
-        ("context", ["generate", "--stem", "bass", "--bpm", "120", "--bars", "4", "--context", "{nan}"], "nan.wav"),
-        ("timesig", ["generate", "--stem", "bass", "--bpm", "120", "--bars", "4", "--time-signature", "4/5"],
-         "time signature"),
+        (
+            "context",
+            ["generate", "--stem", "bass", "--bpm", "120", "--bars", "4", "--context", "{nan}"],
+            "nan.wav",
+        ),
+        (
+            "timesig",
+            ["generate", "--stem", "bass", "--bpm", "120", "--bars", "4", "--time-signature", "4/5"],
+            "time signature",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(
@@ -223,8 +294,9 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str], out_dir: Path)
 
 def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bridge.cli"]
-    done = subprocess.run([*cmd, "generate", "--stem", "bass", "--bpm", "500", "--bars", "4"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*cmd, "generate", "--stem", "bass", "--bpm", "500", "--bars", "4"], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "stembridge generate: error: bpm must be between 20 and 400, got 500"
     exe = shutil.which("stembridge")

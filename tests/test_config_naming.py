@@ -42,7 +42,10 @@ def test_settings_is_one_frozen_object() -> None:
 
 
 def test_output_names() -> None:
-    assert output_name("My Song", "bass", bpm=120.0, bars=8, variation=2) == "My_Song__bass__120bpm__8bars__v2.wav"
+    assert (
+        output_name("My Song", "bass", bpm=120.0, bars=8, variation=2)
+        == "My_Song__bass__120bpm__8bars__v2.wav"
+    )
     assert output_name("take", "drums", ext="aif") == "take__drums.aif"
     assert format_bpm(123.456) == "123.46"
 

@@ -71,9 +71,7 @@ class TimeSignature:
                 raise ValueError
             num, den = int(parts[0]), int(parts[1])
         except ValueError:
-            raise InvalidArgument(
-                f"time signature must look like 4/4 or 6/8, got {text!r}"
-            ) from None
+            raise InvalidArgument(f"time signature must look like 4/4 or 6/8, got {text!r}") from None
         return cls(num, den)
 
     @property

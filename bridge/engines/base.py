@@ -10,7 +10,6 @@ engine lets it propagate, so a cancelled job stops at its next chunk.
 
 from __future__ import annotations
 
-import abc
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,9 @@ class Progress:
         [(0.75, 'render')]
     """
 
-    def __init__(self, callback: ProgressCallback | None = None, start: float = 0.0, end: float = 1.0) -> None:
+    def __init__(
+        self, callback: ProgressCallback | None = None, start: float = 0.0, end: float = 1.0
+    ) -> None:
         self._callback: ProgressCallback = callback or _ignore
         self._start = start
         self._end = end
@@ -93,7 +94,7 @@ class GenerateSpec:
         return Grid(self.bpm, self.time_signature, sample_rate)
 
 
-class Engine(abc.ABC):
+class Engine:
     """Base class of every engine.
 
     Subclasses set ``name``, the capabilities they implement, and the stems they know. ``sample_rate`` is the
@@ -117,7 +118,11 @@ class Engine(abc.ABC):
         return self.model or self.name
 
     def separate(
-        self, audio: np.ndarray, sample_rate: int, stems: Sequence[str], progress: ProgressCallback | None = None
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        stems: Sequence[str],
+        progress: ProgressCallback | None = None,
     ) -> dict[str, np.ndarray]:
         """Split ``audio`` ``[C, T]`` into ``{stem: [C, T]}`` for each of ``stems``."""
         raise UnsupportedOperation(f"engine {self.name!r} cannot separate; use --engine builtin")
@@ -182,9 +187,7 @@ def engine_class(name: str) -> type[Engine]:
     """Import and return the engine class registered as ``name``."""
     key = str(name).strip().lower()
     if key not in ENGINES:
-        raise UnknownEngine(
-            f"unknown engine {name!r}; choose one of: auto, {', '.join(engine_names())}"
-        )
+        raise UnknownEngine(f"unknown engine {name!r}; choose one of: auto, {', '.join(engine_names())}")
     try:
         return _import(ENGINES[key])
     except EngineUnavailable as exc:

@@ -27,7 +27,11 @@ class BuiltinEngine(Engine):
     sample_rate = None
 
     def separate(
-        self, audio: np.ndarray, sample_rate: int, stems: Sequence[str], progress: ProgressCallback | None = None
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        stems: Sequence[str],
+        progress: ProgressCallback | None = None,
     ) -> dict[str, np.ndarray]:
         from bridge.engines.builtin import separate
 
