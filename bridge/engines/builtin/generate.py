@@ -1,0 +1,210 @@
+"""Conditional generation for the built-in engine: a bass, drums, keys, pad or lead part that fits a context.
+
+The context (the song so far, ``[C, T]``, bar 1 at sample 0) is analysed once: its key, one chord per bar,
+its groove (onset strength per 16th step, overall and below 150 Hz) and its density (onsets per beat). A note
+writer (:mod:`.parts`) then composes the part on the exact 16th-note grid and a patch (:mod:`.synth`) plays
+it. Each result is exactly ``bars`` long, stereo, finite and peaks at -4.5 dBFS.
+
+A longer context is read over its first ``bars`` bars; a shorter one's chords repeat. A missing or silent
+context gives the prompt's key (else A minor), a diatonic progression and a default groove per stem; an
+unpitched one (drums only) gives its groove and density but the same key and progression. The prompt's key
+is only used then: with a pitched context the part follows what it hears.
+
+Prompt keywords (case-insensitive; any other word is ignored):
+
+- a key: ``in E minor``, ``F# major``, ``Bb minor``, ``Dm``, ``C#m``, ``in D`` (a bare capital letter such as
+  the ``A`` of "A dark bass" is not read as a key);
+- ``dark`` / ``bright``: lower / higher filter cutoffs;
+- ``sparse`` / ``busy``: fewer / more notes (drums: hats on beats / 16ths);
+- ``staccato`` / ``legato``: short / joined notes;
+- ``808``: a deep gliding sine bass with a long decay (bass only);
+- ``octave`` (``octaves``): bass alternates root and octave;
+- ``swing`` (``swung``): odd 16ths are delayed by a third of a step;
+- ``humanize`` (``humanise``, ``humanized``): starts move by up to 4 ms, velocities by up to 10 %.
+
+Seeds: variation ``k`` of a request uses a generator seeded from ``(seed, k)`` only, so variation 0 of a
+3-variation request equals the 1-variation request with the same seed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from bridge.audio import analysis
+from bridge.audio.timing import Grid
+from bridge.engines.base import GenerateSpec, Progress, ProgressCallback
+from bridge.engines.builtin.parts import WRITERS, Music, Style
+from bridge.engines.builtin.synth import RENDERERS
+from bridge.errors import InvalidArgument, UnsupportedOperation
+
+STEMS = ("bass", "drums", "keys", "pad", "lead")
+MUSICGEN_STEMS = ("vocals", "guitar", "piano", "other")
+TARGET_PEAK_DB = -4.5
+LOW_HZ = 150.0
+_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_KEY_RE = re.compile(
+    r"(?<![\w#\u266f\u266d])(?P<letter>[A-Ga-g])(?P<acc>#|\u266f|b|\u266d|[\s-]?sharp|[\s-]?flat)?"
+    r"(?:[\s-]*(?P<mode>major|minor|maj|min)\d*\b|(?P<m>m)\d*(?![\w#]))?(?![\w#\u266f\u266d])",
+    re.IGNORECASE,
+)
+_WORDS = {
+    "dark": "dark",
+    "bright": "bright",
+    "sparse": "sparse",
+    "busy": "busy",
+    "staccato": "staccato",
+    "legato": "legato",
+    "808": "sub808",
+    "octave": "octave",
+    "octaves": "octave",
+    "swing": "swing",
+    "swung": "swing",
+    "humanize": "humanize",
+    "humanise": "humanize",
+    "humanized": "humanize",
+    "humanised": "humanize",
+}
+
+
+def parse_key(prompt: str) -> analysis.Key | None:
+    """The first key named in ``prompt`` ("in E minor", "F# major", "Dm", "in Bb"), or ``None``.
+
+    A capital letter counts with an accidental, a mode ("minor", "maj", "m") or after "in"; a lower-case
+    one only with a whole mode word ("e minor") or after "in" with an accidental or mode ("in f#"), so the
+    article in "a dark bass" is not a key. A capital ``M`` suffix ("CM") means major.
+    """
+    for m in _KEY_RE.finditer(prompt):
+        letter, acc, mode, suffix = m.group("letter"), m.group("acc") or "", m.group("mode"), m.group("m")
+        after_in = re.search(r"\bin\s+$", prompt[: m.start()], re.IGNORECASE) is not None
+        if acc == "B":
+            continue
+        if letter.isupper():
+            accepted = bool(acc or mode or suffix or after_in)
+        else:
+            accepted = not suffix and (
+                bool(mode and mode.lower() in ("major", "minor")) or (after_in and bool(acc or mode))
+            )
+        if not accepted:
+            continue
+        sharp = "#" in acc or "\u266f" in acc or "sharp" in acc.lower()
+        shift = 1 if sharp else -1 if acc else 0
+        is_minor = suffix == "m" or (mode is not None and mode.lower().startswith("min"))
+        return analysis.Key(_LETTERS[letter.upper()] + shift, "minor" if is_minor else "major")
+    return None
+
+
+def parse_prompt(prompt: str) -> Style:
+    """The :class:`Style` a prompt asks for (see the module docstring for the keywords)."""
+    flags = {_WORDS[w] for w in re.findall(r"[a-z0-9]+", str(prompt).lower()) if w in _WORDS}
+    return Style(key=parse_key(str(prompt)), **{f: True for f in flags})
+
+
+def _check_stem(stem: str) -> None:
+    if stem not in STEMS:
+        raise UnsupportedOperation(
+            f"the builtin engine cannot generate {stem!r}; it generates: {', '.join(STEMS)} "
+            f"({', '.join(MUSICGEN_STEMS)} need --engine musicgen)"
+        )
+
+
+def _check_context(context: np.ndarray | None) -> np.ndarray | None:
+    if context is None:
+        return None
+    audio = np.asarray(context, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.ndim != 2:
+        raise InvalidArgument(f"context audio must be shaped [channels, samples], got {list(audio.shape)}")
+    if not np.all(np.isfinite(audio)):
+        raise InvalidArgument("context audio holds NaN or infinite samples; re-export it as plain PCM")
+    return audio
+
+
+def analyse(
+    context: np.ndarray | None,
+    sample_rate: int,
+    grid: Grid,
+    bars: int,
+    style: Style,
+    progress: ProgressCallback | None = None,
+) -> Music:
+    """What the part must fit: key, chords, groove and density of ``context`` ``[C, T]`` (or defaults)."""
+    p = Progress(progress)
+    zeros = np.zeros(grid.time_signature.sixteenths_per_bar, dtype=np.float32)
+    audio = _check_context(context)
+    if audio is None or analysis.is_silent(audio):
+        key = style.key or analysis.DEFAULT_KEY
+        p(1.0, "analyse")
+        return Music(grid, bars, key, tuple(analysis.default_chords(key, bars)), zeros, zeros, None)
+    n_ctx = min(bars, analysis.context_bars(audio.shape[1], grid))
+    audio = audio[:, : grid.samples_for_bars(n_ctx)]
+    bar_chroma = analysis.chroma_per_bar(audio, sample_rate, grid, n_ctx, progress=p.sub(0.0, 0.3))
+    if analysis.tonal_clarity(bar_chroma) >= analysis.TONAL_CLARITY:
+        key = analysis.estimate_key(bar_chroma)
+        chords = analysis.chords_from_chroma(bar_chroma, key, bars)
+    else:  # drums only: follow the groove, take the harmony from the prompt
+        key = style.key or analysis.DEFAULT_KEY
+        chords = analysis.default_chords(key, bars)
+    found = analysis.rhythm(audio, sample_rate, grid, n_ctx, low_hz=LOW_HZ, progress=p.sub(0.3, 1.0))
+    p(1.0, "analyse")
+    return Music(grid, bars, key, tuple(chords), found.groove, found.low_groove, found.density)
+
+
+def variation_rngs(seed: int, k: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for the notes and the sound of variation ``k`` of ``seed``."""
+    sequence = np.random.SeedSequence([abs(int(seed)), int(seed < 0), int(k)])
+    notes, sound = sequence.spawn(2)
+    return np.random.default_rng(notes), np.random.default_rng(sound)
+
+
+def level(audio: np.ndarray, peak_db: float = TARGET_PEAK_DB) -> np.ndarray:
+    """``audio`` ``[2, n]`` scaled to peak at ``peak_db`` dBFS, as float32 (silence stays silence)."""
+    audio = np.asarray(audio, dtype=np.float64)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    gain = 10.0 ** (peak_db / 20.0) / peak if peak > 0 else 0.0
+    return (audio * gain).astype(np.float32)
+
+
+def generate(
+    context: np.ndarray | None,
+    sample_rate: int,
+    spec: GenerateSpec,
+    progress: ProgressCallback | None = None,
+) -> list[np.ndarray]:
+    """Generate ``spec.variations`` takes of ``spec.stem`` that fit ``context``.
+
+    Args:
+        context: ``[C, T]`` (or ``[T]``) audio starting at bar 1, or ``None``.
+        sample_rate: of ``context`` and of the result.
+        spec: stem, tempo, bars, time signature, prompt, seed and variation count.
+        progress: ``callback(fraction, stage)``, stages ``"analyse"`` then ``"render"``; raise
+            :class:`bridge.errors.Cancelled` from it to stop.
+
+    Returns:
+        ``spec.variations`` arrays ``[2, N]`` float32 with
+        ``N = spec.grid(sample_rate).samples_for_bars(spec.bars)``.
+
+    Raises:
+        UnsupportedOperation: for a stem other than bass, drums, keys, pad, lead.
+        InvalidArgument: for a malformed context.
+    """
+    _check_stem(spec.stem)
+    p = Progress(progress)
+    grid = spec.grid(sample_rate)
+    n = grid.samples_for_bars(spec.bars)
+    style = parse_prompt(spec.prompt)
+    p(0.0, "analyse")
+    music = analyse(context, sample_rate, grid, spec.bars, style, p.sub(0.0, 0.2))
+    takes = []
+    for k in range(spec.variations):
+        step = p.sub(0.2 + 0.8 * k / spec.variations, 0.2 + 0.8 * (k + 1) / spec.variations)
+        step(0.0, "render")
+        note_rng, sound_rng = variation_rngs(spec.seed, k)
+        notes = WRITERS[spec.stem](music, style, note_rng)
+        step(0.05, "render")
+        audio = RENDERERS[spec.stem](notes, n, grid, style, sound_rng, step.sub(0.05, 1.0))
+        takes.append(level(audio))
+        step(1.0, "render")
+    return takes
