@@ -22,7 +22,7 @@ from bridge.audio.post import finish, fit_length
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
-from bridge.errors import InvalidArgument, UnsupportedOperation
+from bridge.errors import InvalidArgument
 from bridge.naming import output_name, safe_name, split_source
 
 log = logging.getLogger(__name__)
@@ -156,17 +156,7 @@ def separate_file(
     report = Progress(progress)
     eng = _engine(engine, "separate", model, models_dir)
     wanted = [s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()]
-    unknown = [s for s in wanted if s not in eng.separate_stems]
-    if unknown:
-        hint = (
-            " (guitar and piano need --engine demucs --model htdemucs_6s)"
-            if {"guitar", "piano"} & set(unknown)
-            else ""
-        )
-        raise UnsupportedOperation(
-            f"the {eng.name} engine cannot separate {', '.join(map(repr, unknown))}; "
-            f"it knows {', '.join(eng.separate_stems)}{hint}"
-        )
+    eng.require_stems("separate", wanted)
     audio, sample_rate = audio_io.read_audio(path)
     report(0.02, "read")
     work, work_rate = _to_engine_rate(audio, sample_rate, eng)
@@ -225,10 +215,7 @@ def generate_files(
     """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them."""
     report = Progress(progress)
     eng = _engine(engine, "generate", model, models_dir)
-    if spec.stem not in eng.generate_stems:
-        raise UnsupportedOperation(
-            f"the {eng.name} engine cannot generate {spec.stem!r}; it knows {', '.join(eng.generate_stems)}"
-        )
+    eng.require_stems("generate", [spec.stem])
     if context_paths:
         context, sample_rate = load_context(context_paths, options.sample_rate)
         source = split_source(Path(context_paths[0]).stem)[0]

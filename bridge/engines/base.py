@@ -112,6 +112,19 @@ class Engine:
         self.models_dir = models_dir
         self.device = device
 
+    # Said after "cannot <capability> <stem>" when another engine could: {"generate": " (vocals need ...)"}.
+    stem_hints: ClassVar[dict[str, str]] = {}
+
+    def require_stems(self, capability: str, stems: Sequence[str]) -> None:
+        """Raise :class:`UnsupportedOperation` naming any of ``stems`` this engine cannot ``capability``."""
+        known = self.separate_stems if capability == "separate" else self.generate_stems
+        unknown = [s for s in stems if s not in known]
+        if unknown:
+            raise UnsupportedOperation(
+                f"the {self.name} engine cannot {capability} {', '.join(map(repr, unknown))}; "
+                f"it knows {', '.join(known)}{self.stem_hints.get(capability, '')}"
+            )
+
     @property
     def model_name(self) -> str:
         """The model that produced results, as reported to the user."""

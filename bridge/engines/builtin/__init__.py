@@ -25,6 +25,10 @@ class BuiltinEngine(Engine):
     separate_stems = BUILTIN_SEPARATE_STEMS
     generate_stems = BUILTIN_GENERATE_STEMS
     sample_rate = None
+    stem_hints = {
+        "separate": " (guitar and piano need --engine demucs --model htdemucs_6s)",
+        "generate": " (vocals, guitar, piano and other need --engine musicgen)",
+    }
 
     def separate(
         self,
