@@ -1,4 +1,4 @@
-"""The ``stembridge serve`` and ``stembridge request`` commands: parse arguments, call the daemon or client.
+"""The ``stembridge serve``, ``request`` and ``discover`` commands: parse arguments, call the daemon or client.
 
 Hooked into bridge/cli.py by ``COMMANDS.update(add_commands(sub))`` in ``build_parser``'s subparsers.
 """
@@ -17,6 +17,7 @@ from bridge.errors import StembridgeError
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_OK = 0
+DISCOVER_TIMEOUT = 2.0
 
 
 def _examples(*lines: str) -> str:
@@ -38,7 +39,7 @@ def _parser(
 
 
 def add_commands(subparsers: Any) -> dict[str, Handler]:
-    """Add ``serve`` and ``request`` to the ``stembridge`` subparsers; returns ``{name: handler}``."""
+    """Add ``serve``, ``request`` and ``discover`` to the ``stembridge`` subparsers; returns ``{name: handler}``."""
     p = _parser(
         subparsers,
         "serve",
@@ -71,6 +72,11 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     p.add_argument(
         "--queue-size", type=int, default=None, help="jobs that may wait behind the running one (16)"
     )
+    p.add_argument(
+        "--no-discovery",
+        action="store_true",
+        help="do not advertise over mDNS (clients then need the port file or --host/--port)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
     p = _parser(
@@ -94,6 +100,11 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     )
     g.add_argument("--token", default=None, help="the daemon's token, if it has one")
     g.add_argument("--state-dir", type=Path, default=None, help="where the daemon's port file is")
+    g.add_argument(
+        "--discover",
+        action="store_true",
+        help=f"without --host/--port and a port file, find the daemon over mDNS ({DISCOVER_TIMEOUT:g} s at most)",
+    )
     g.add_argument("--request-id", default=None, help="the request's id (default: a random one)")
     g.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the daemon to answer (3)")
     g.add_argument(
@@ -151,7 +162,19 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     q.add_argument("--time-signature", default=None, help="e.g. 4/4, 6/8 (default 4/4)")
     q.add_argument("--seed", type=int, default=None, help="same seed, same result (default 0)")
     _add_output_options(q)
-    return {"serve": cmd_serve, "request": cmd_request}
+
+    p = _parser(
+        subparsers,
+        "discover",
+        "List the stembridge daemons that answer over mDNS (on this machine and the network).",
+        "stembridge discover",
+        "stembridge discover --timeout 5 --json",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=DISCOVER_TIMEOUT, help=f"seconds to listen ({DISCOVER_TIMEOUT:g})"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    return {"serve": cmd_serve, "request": cmd_request, "discover": cmd_discover}
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -192,7 +215,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bridge_log = logging.getLogger("bridge")
     if bridge_log.getEffectiveLevel() > logging.INFO and not args.quiet:
         bridge_log.setLevel(logging.INFO)
-    return serve(settings)
+    return serve(settings, discovery=False if args.no_discovery else None)
+
+
+# --- discover -----------------------------------------------------------------------------------------------
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from bridge.errors import InvalidArgument
+    from bridge.server.discovery import browse
+
+    if not 0 < args.timeout <= 600:
+        raise InvalidArgument(f"--timeout must be between 0 and 600 seconds, got {args.timeout:g}")
+    found = browse(args.timeout)
+    if args.json:
+        print(json.dumps([d.to_dict() for d in found]))
+    elif not found:
+        print(
+            f"no stembridge daemon answered within {args.timeout:g} s (daemons started with "
+            f"--no-discovery, or on networks without multicast, do not show)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"{'NAME':<36} {'HOST':<16} {'PORT':>5}  {'VERSION':<9} TOKEN")
+        for d in found:
+            token = "needed" if d.token_required else "no"
+            print(f"{d.name:<36} {d.host:<16} {d.port:>5}  {d.version:<9} {token}")
+    sys.stdout.flush()
+    return EXIT_OK
 
 
 # --- request ------------------------------------------------------------------------------------------------
@@ -235,14 +285,15 @@ def _job(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    from bridge.client import Client, ResultFile, locate, new_request_id
+    from bridge.client import Client, locate, new_request_id
     from bridge.config import load_settings
 
-    settings = load_settings().with_overrides(state_dir=args.state_dir)
-    endpoint = locate(settings, args.host, args.port)
     rid = args.request_id or new_request_id()
-    result_file = ResultFile(args.result_file) if args.result_file else None
-    try:
+    result_file = _result_file(args.result_file) if args.result_file else None
+    try:  # from here on every failure also goes into the result file, which a script may be polling
+        settings = load_settings().with_overrides(state_dir=args.state_dir)
+        discover_timeout = DISCOVER_TIMEOUT if args.discover else None
+        endpoint = locate(settings, args.host, args.port, discover_timeout=discover_timeout)
         with Client(endpoint, args.token or settings.token, answer_timeout=args.timeout) as client:
             payload = _request(client, args, rid, result_file)
     except StembridgeError as exc:
@@ -257,6 +308,19 @@ def cmd_request(args: argparse.Namespace) -> int:
         result_file.write({"request_id": rid, "status": "done", **payload})
     _print(args, payload)
     return EXIT_OK
+
+
+def _result_file(path: Path) -> Any:
+    from bridge.client import ResultFile
+    from bridge.errors import InvalidArgument
+
+    try:
+        return ResultFile(path)
+    except OSError as exc:
+        raise InvalidArgument(
+            f"cannot write the result file {path}: {exc.strerror or exc}; pass a --result-file in a "
+            f"writable folder"
+        ) from None
 
 
 def _request(client: Any, args: argparse.Namespace, rid: str, result_file: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
-from bridge.errors import Cancelled, DaemonUnreachable, StembridgeError
+from bridge.errors import Cancelled, DaemonUnreachable, InvalidArgument, StembridgeError
 from bridge.server import protocol
 from bridge.server.daemon import read_port_file
 from bridge.server.osc import decode_packet, encode_message
@@ -103,13 +103,50 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def locate(settings: Settings, host: str | None = None, port: int | None = None) -> Endpoint:
-    """Where the daemon is: ``host``/``port`` when given, else what its port file says, else the settings."""
+def locate(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    discover_timeout: float | None = None,
+) -> Endpoint:
+    """Where the daemon is: ``host``/``port`` when given, else what its port file says, else (with
+    ``discover_timeout``) the daemon mDNS finds within that many seconds, else the settings.
+
+    Raises:
+        DaemonUnreachable: discovery was asked for and found no daemon.
+        InvalidArgument: discovery found several daemons on other machines and none on this one.
+    """
     info = read_port_file(settings.state_dir) or {}
+    if discover_timeout is not None and not host and not port and not info:
+        return discover(discover_timeout)
     host = host or str(info.get("host") or settings.host or DEFAULT_HOST)
     port = port or int(info.get("port") or settings.port or DEFAULT_PORT)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": DEFAULT_HOST}.get(host, host)
     return Endpoint(host, port)
+
+
+def discover(timeout: float) -> Endpoint:
+    """The daemon mDNS finds: the first on this machine (returned as soon as it answers), else the only one.
+
+    Raises:
+        DaemonUnreachable: none answered within ``timeout`` seconds.
+        InvalidArgument: several on other machines and none on this one.
+    """
+    from bridge.server.discovery import browse
+
+    found = browse(timeout, until=lambda daemons: any(_is_loopback(d.host) for d in daemons))
+    local = [d for d in found if _is_loopback(d.host)]
+    if local or len(found) == 1:
+        chosen = (local or found)[0]
+        return Endpoint(chosen.host, chosen.port)
+    if not found:
+        raise DaemonUnreachable(
+            f"no stembridge daemon answered over mDNS within {timeout:g} s; start one with `stembridge "
+            f"serve` (without --no-discovery), or pass --host and --port"
+        )
+    listed = "; ".join(f"{d.name} at {d.host}:{d.port}" for d in found)
+    raise InvalidArgument(f"{len(found)} daemons answered ({listed}); pass --host and --port to choose one")
 
 
 class Client:

@@ -75,6 +75,7 @@ class Settings:
         token: a shared secret every request must carry (``token <secret>``); ``None``: none needed.
         allowed_roots: folders besides ``out_dir`` where requests may ask for renders to go.
         queue_size: how many jobs may wait behind the running one before requests are refused as busy.
+        discovery: whether the daemon advertises itself over mDNS (zeroconf).
     """
 
     out_dir: Path = field(default_factory=default_out_dir)
@@ -87,6 +88,7 @@ class Settings:
     token: str | None = None
     allowed_roots: tuple[Path, ...] = ()
     queue_size: int = 16
+    discovery: bool = True
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied (paths expanded)."""
@@ -105,7 +107,9 @@ _ENV = {
     "token": "STEMBRIDGE_TOKEN",
     "allowed_roots": "STEMBRIDGE_ALLOWED_ROOTS",
     "queue_size": "STEMBRIDGE_QUEUE_SIZE",
+    "discovery": "STEMBRIDGE_DISCOVERY",
 }
+_BOOLS = ("allow_download", "discovery")
 
 # Whole-number settings and their ranges.
 _INT_RANGES = {"port": (0, 65535), "queue_size": (1, 1000)}
@@ -143,7 +147,7 @@ def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
             )
         if key.endswith("_dir"):
             out[key] = Path(os.path.expanduser(str(value)))
-        elif key == "allow_download":
+        elif key in _BOOLS:
             if isinstance(value, bool):
                 out[key] = value
             elif str(value).strip().lower() in ("1", "true", "yes", "on"):
@@ -151,7 +155,7 @@ def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
             elif str(value).strip().lower() in ("0", "false", "no", "off", ""):
                 out[key] = False
             else:
-                raise ConfigError(f"allow_download in {source} must be true or false, got {value!r}")
+                raise ConfigError(f"{key} in {source} must be true or false, got {value!r}")
         elif key in _INT_RANGES:
             out[key] = _whole_number(key, value, source)
         elif key == "allowed_roots":

@@ -55,3 +55,11 @@ def test_safe_names_never_traverse(evil: str) -> None:
     name = safe_name(evil)
     assert "/" not in name and "\\" not in name and name not in ("", ".", "..")
     assert not name.startswith(".")
+
+
+def test_discovery_switch(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("discovery = false\n")
+    assert load_settings(cfg, environ={}).discovery is False
+    assert load_settings(tmp_path / "none.toml", environ={"STEMBRIDGE_DISCOVERY": "0"}).discovery is False
+    assert load_settings(tmp_path / "none.toml", environ={}).discovery is True

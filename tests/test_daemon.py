@@ -301,7 +301,7 @@ def gate() -> Iterator[GatedRunner]:
 @pytest.fixture()
 def daemon(settings: Settings) -> Iterator[DaemonThread]:
     """A daemon with the real pipeline."""
-    with DaemonThread(settings) as d:
+    with DaemonThread(settings, discovery=False) as d:
         yield d
 
 
@@ -374,7 +374,7 @@ def test_bad_requests_get_error_replies_and_the_daemon_keeps_serving(
 def test_cancel_a_running_job(
     settings: Settings, gate: GatedRunner, tmp_path: Path, song: tuple[Path, np.ndarray]
 ) -> None:
-    with DaemonThread(settings, gate) as d:
+    with DaemonThread(settings, gate, discovery=False) as d:
         peer, canceller = OscPeer(d.port), OscPeer(d.port)
         try:
             peer.request(protocol.VARY, "slow", str(song[0]))
@@ -406,7 +406,7 @@ def test_restart_reports_the_cut_off_job_to_its_client(settings: Settings, tmp_p
     journal.update("127.0.0.1", "lost", "running")
     journal.close()
     try:
-        with DaemonThread(settings) as d:
+        with DaemonThread(settings, discovery=False) as d:
             listener.settimeout(WAIT)
             msg = OscMessage(listener.recv(65536))
             assert (msg.address, msg.params[:2]) == (protocol.ERROR, ["lost", "interrupted"])
@@ -442,7 +442,7 @@ def test_token_and_network_policy(settings: Settings) -> None:
     check_network_policy(Settings(host="::1"))
     check_network_policy(Settings(host="192.168.1.5", token="t"))
     guarded = Settings(out_dir=settings.out_dir, state_dir=settings.state_dir, port=0, token="s3cret")
-    with DaemonThread(guarded) as d:
+    with DaemonThread(guarded, discovery=False) as d:
         with Client(Endpoint("127.0.0.1", d.port)) as client, pytest.raises(StembridgeError) as info:
             client.ping()
         assert info.value.code == "unauthorized"
@@ -451,12 +451,12 @@ def test_token_and_network_policy(settings: Settings) -> None:
 
 
 def test_one_daemon_per_state_dir_and_the_port_file(settings: Settings) -> None:
-    with DaemonThread(settings) as d:
+    with DaemonThread(settings, discovery=False) as d:
         info = read_port_file(settings.state_dir)
         assert info is not None and info["port"] == d.port and info["pid"] == os.getpid()
         assert locate(settings) == Endpoint("127.0.0.1", d.port)
         with pytest.raises(ConfigError, match="another stembridge daemon .* is using the state folder"):
-            DaemonThread(settings).start()
+            DaemonThread(settings, discovery=False).start()
     assert not (settings.state_dir / PORT_FILE).exists()
 
 
@@ -473,7 +473,7 @@ def test_a_taken_port_is_a_clear_error(settings: Settings) -> None:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot listen on UDP 127.0.0.1:{port}: .*pass --port"):
-            DaemonThread(Settings(state_dir=settings.state_dir, port=port)).start()
+            DaemonThread(Settings(state_dir=settings.state_dir, port=port), discovery=False).start()
     assert not (settings.state_dir / PORT_FILE).exists()
 
 
@@ -622,7 +622,12 @@ def test_oscsend_and_oscdump_round_trip(daemon: DaemonThread, song: tuple[Path, 
 # --- the serve command in a process of its own --------------------------------------------------------------
 
 
-def test_sigterm_cancels_the_running_job_and_exits_cleanly(tmp_path: Path, settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("sig", "discovery"), [(signal.SIGTERM, True), (signal.SIGINT, False)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_signal_cancels_the_running_job_and_exits_cleanly(
+    sig: signal.Signals, discovery: bool, tmp_path: Path, settings: Settings
+) -> None:
     script = textwrap.dedent(f"""
         import logging, time
         from pathlib import Path
@@ -636,14 +641,19 @@ def test_sigterm_cancels_the_running_job_and_exits_cleanly(tmp_path: Path, setti
                 time.sleep(0.005)
         out, state = Path({str(settings.out_dir)!r}), Path({str(settings.state_dir)!r})
         where = Settings(out_dir=out, state_dir=state, port=0)
-        raise SystemExit(serve(where, runner=endless))
+        raise SystemExit(serve(where, runner=endless, discovery={discovery!r}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []))
+    reader.start()
     try:
         deadline = time.monotonic() + 30
-        while read_port_file(settings.state_dir) is None:
+        while read_port_file(settings.state_dir) is None or (
+            discovery and not any("discoverable over" in x or "discovery is off" in x for x in lines)
+        ):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the daemon did not start: {proc.stderr.read() if proc.stderr else ''}")
+                raise AssertionError(f"the daemon did not start: {''.join(lines)}")
             time.sleep(0.05)
         (tmp_path / "x.wav").write_bytes(b"x")  # the fake job never reads it
         with Client(locate(settings)) as client:
@@ -667,17 +677,22 @@ def test_sigterm_cancels_the_running_job_and_exits_cleanly(tmp_path: Path, setti
             while not got:
                 assert worker.is_alive() and time.monotonic() < deadline, outcome
                 time.sleep(0.01)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             worker.join(WAIT)
         assert proc.wait(WAIT) == 0
+        reader.join(WAIT)
         err = outcome[0]
         assert isinstance(err, Cancelled) and "shutting down" in str(err)
         assert read_port_file(settings.state_dir) is None
-        log = proc.stderr.read() if proc.stderr else ""
-        assert "stopped" in log
+        log = "".join(lines)
+        assert "INFO:bridge.server.daemon:stopped" in log
+        if "discoverable over mDNS" in log:  # the advertisement is withdrawn before the daemon says stopped
+            assert log.index("withdrew the mDNS advertisement") < log.index("daemon:stopped")
+        assert discovery or "mDNS" not in log
         record = Journal(settings.state_dir / "journal.sqlite3").get("127.0.0.1", "long")
         assert record is not None and (record.state, record.error_code) == ("cancelled", "cancelled")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join(WAIT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,41 @@ def test_out_resolves_inside_the_render_folder(settings: Settings, wav: str, tmp
     assert out(str(tmp_path / "projects" / "a"), allowed) == str((tmp_path / "projects" / "a").resolve())
 
 
+def test_remote_requests_may_only_read_inside_the_allowed_roots(
+    settings: Settings, wav: str, tmp_path: Path
+) -> None:
+    assert parse_request(SEP, [9001, "s", wav], settings).job is not None  # local: any readable file
+    with pytest.raises(
+        InvalidArgument, match="when the request comes from another machine, got '.*song.wav'"
+    ):
+        parse_request(SEP, [9001, "s", wav], settings, remote=True)
+    context = ["bpm", 120, "bars", 4, "context", wav]
+    with pytest.raises(InvalidArgument, match="context must lie inside the render folder or an allowed root"):
+        parse_request(GEN, [9001, "g", "bass", *context], settings, remote=True)
+    shared = Settings(out_dir=settings.out_dir, allowed_roots=(tmp_path / "in",))
+    assert parse_request(SEP, [9001, "s", wav], shared, remote=True).job is not None
+    (tmp_path / "in" / "link.wav").symlink_to(
+        "/etc/hostname"
+    )  # a link inside that points outside does not count
+    with pytest.raises(InvalidArgument, match="allowed root"):
+        parse_request(SEP, [9001, "s", str(tmp_path / "in" / "link.wav")], shared, remote=True)
+
+
+def test_the_handler_treats_other_machines_as_remote(settings: Settings, wav: str) -> None:
+    rec = Recorder()
+    handler = RequestHandler(settings, rec, rec, LogLimiter(logging.getLogger("test")))  # type: ignore[arg-type]
+    handler.on_packet(packet(SEP, 9001, "far", wav), "192.168.1.20", 5000, None)
+    handler.on_packet(packet(SEP, 9001, "near", wav), "127.0.0.1", 5000, None)
+    handler.on_packet(packet(SEP, 9001, "near6", wav), "::1", 5000, None)
+    handler.on_packet(packet(SEP, 9001, "mapped", wav), "::ffff:127.0.0.1", 5000, None)  # a daemon on ::
+    assert [(to.host, reply[1][:2]) for to, reply in rec.sent] == [
+        ("192.168.1.20", ["far", "invalid_argument"]),
+        ("127.0.0.1", ["near", 0]),
+        ("::1", ["near6", 1]),
+        ("::ffff:127.0.0.1", ["mapped", 2]),
+    ]
+
+
 # --- token --------------------------------------------------------------------------------------------------
 
 
@@ -311,6 +347,38 @@ def test_bundles_are_flattened() -> None:
 def test_garbage_is_an_invalid_argument(junk: bytes) -> None:
     with pytest.raises(InvalidArgument, match="not an OSC packet"):
         decode_packet(junk)
+
+
+def _bundle(*elements: tuple[int, bytes]) -> bytes:
+    return (
+        b"#bundle\0"
+        + b"\0" * 7
+        + b"\1"
+        + b"".join(n.to_bytes(4, "big", signed=True) + e for n, e in elements)
+    )
+
+
+@pytest.mark.parametrize(
+    ("junk", "why"),
+    [
+        (_bundle((0, b"")), "a bundle element of 0 bytes"),  # python-osc would loop forever on these two
+        (_bundle((-8, b"")), "a bundle element of -8 bytes"),
+        (_bundle((400, encode_message(protocol.PING, [9001, "p"]))), "a bundle element of 400 bytes"),
+        (_bundle((8, b"junkjunk")), "starts with '/' (a message) or '#bundle'"),
+        (
+            encode_message(protocol.PING, [9001, "p"]).replace(b",is", b",ic"),
+            "unsupported OSC type tag(s) 'c'",
+        ),
+    ],
+)
+def test_malformed_frames_are_refused_before_python_osc_sees_them(junk: bytes, why: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(why)):
+        decode_packet(junk)
+    nested = encode_message(protocol.PING, [9001, "p"])
+    for _ in range(9):
+        nested = _bundle((len(nested), nested))
+    with pytest.raises(InvalidArgument, match="bundles nested more than 8 deep"):
+        decode_packet(nested)
 
 
 def test_encode_options_flattens_repeats_and_skips_none() -> None:

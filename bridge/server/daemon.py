@@ -2,8 +2,11 @@
 
 ``serve(settings)`` is what ``stembridge serve`` calls: it runs until SIGINT or SIGTERM, then stops accepting
 requests, cancels the running job at its next chunk (and the queued ones at once, each with an error reply),
-flushes the journal and removes the port file. :class:`DaemonThread` runs the same daemon on a background
-thread, for tests, benchmarks and embedding.
+flushes the journal, withdraws the mDNS advertisement and removes the port file. :class:`DaemonThread` runs the
+same daemon on a background thread, for tests, benchmarks and embedding.
+
+On start, jobs that a crash cut off are reported failed (``interrupted``) and the temp files they left in their
+output folders are removed (:mod:`bridge.jobs.leftovers`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from bridge import __version__
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.jobs.journal import FILE_NAME as JOURNAL_FILE
-from bridge.jobs.journal import Journal
+from bridge.jobs.journal import JobRecord, Journal
+from bridge.jobs.leftovers import remove_temp_files
 from bridge.jobs.queue import JobEvent, JobQueue, ReplyTo
 from bridge.jobs.runner import pipeline_runner
 from bridge.jobs.spec import Runner
 from bridge.server import protocol
+from bridge.server.discovery import Advertiser
 from bridge.server.handlers import RequestHandler, event_reply
 from bridge.server.lograte import LogLimiter
 from bridge.server.osc import Replier, UdpEndpoint
@@ -94,22 +99,47 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+def discovery_wanted(settings: Settings, discovery: bool | None) -> bool:
+    """``discovery`` when given, else the settings' ``discovery`` (on when the settings have no such field)."""
+    return settings.discovery if discovery is None else discovery
+
+
+def _remove_leftovers(cut_off: list[JobRecord]) -> None:
+    folders = [Path(rec.options["out"]) for rec in cut_off if isinstance(rec.options.get("out"), str)]
+    removed = remove_temp_files(folders)
+    if removed:
+        log.warning(
+            "removed %d temp file(s) left by the interrupted job(s) in %s",
+            len(removed),
+            ", ".join(sorted({str(p.parent) for p in removed})),
+        )
+
+
 class Daemon:
-    """One stembridge daemon: UDP and TCP on one port, a job queue with its worker, and the journal.
+    """One stembridge daemon: UDP and TCP on one port, a job queue with its worker, the journal, and its mDNS
+    advertisement.
 
     Args:
         settings: host, port, token, folders and queue size.
         runner: runs jobs; the pipeline by default (tests pass a fake).
         shutdown_timeout: how long shutdown waits for the running job to reach its next chunk.
+        discovery: advertise over mDNS; None follows the settings (on by default).
     """
 
     def __init__(
-        self, settings: Settings, runner: Runner | None = None, *, shutdown_timeout: float = 10.0
+        self,
+        settings: Settings,
+        runner: Runner | None = None,
+        *,
+        shutdown_timeout: float = 10.0,
+        discovery: bool | None = None,
     ) -> None:
         self.settings = settings
         self.port = 0
+        self.advertiser: Advertiser | None = None
         self._runner = runner
         self._shutdown_timeout = shutdown_timeout
+        self._discovery = discovery_wanted(settings, discovery)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
@@ -124,8 +154,8 @@ class Daemon:
         self._closed = False
 
     async def start(self) -> None:
-        """Open the journal, report jobs a crash cut off, bind UDP and TCP, start the worker, write the port
-        file.
+        """Open the journal, report jobs a crash cut off and remove their temp files, bind UDP and TCP, start
+        the worker, write the port file, and start advertising (in the background).
 
         Raises:
             ConfigError: a non-loopback host without a token, a busy port or state folder, a broken journal.
@@ -145,6 +175,7 @@ class Daemon:
         self._lock = _lock_state_dir(state_dir)
         self._journal = Journal(state_dir / JOURNAL_FILE)
         cut_off = self._journal.recover()
+        _remove_leftovers(cut_off)
         self._journal.prune(JOURNAL_MAX_AGE_S)
         self._queue = JobQueue(
             self._runner or pipeline_runner(self.settings),
@@ -180,6 +211,15 @@ class Daemon:
             self.settings.out_dir,
             state_dir,
         )
+        if self._discovery and self._udp is not None:
+            self.advertiser = Advertiser(
+                str(self._udp.get_extra_info("sockname")[0]),
+                self.port,
+                version=__version__,
+                protocol=protocol.PROTOCOL_VERSION,
+                token_required=bool(self.settings.token),
+            )
+            await self.advertiser.start()
 
     async def _bind(self, handler: RequestHandler) -> None:
         loop = asyncio.get_running_loop()
@@ -245,10 +285,29 @@ class Daemon:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting, cancel the jobs, deliver their error replies, close sockets, flush the journal."""
+        """Stop accepting, cancel the jobs, deliver their error replies, close sockets, flush the journal,
+        withdraw the mDNS advertisement (at the same time), remove the port file. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        withdraw = asyncio.ensure_future(self.advertiser.stop()) if self.advertiser is not None else None
+        try:
+            await self._stop_serving()
+        finally:
+            try:
+                if self._journal is not None:
+                    self._journal.close()
+                port_file = self.settings.state_dir / PORT_FILE
+                if (read_port_file(self.settings.state_dir) or {}).get("pid") == os.getpid() and self.port:
+                    port_file.unlink(missing_ok=True)
+            finally:
+                if withdraw is not None:
+                    await withdraw
+                if self._lock is not None:
+                    self._lock.close()
+                log.info("stopped")
+
+    async def _stop_serving(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
         if self._queue is not None:
@@ -269,21 +328,19 @@ class Daemon:
         if self._udp is not None:
             self._udp.close()
         self._replier.attach(None)
-        if self._journal is not None:
-            self._journal.close()
-        port_file = self.settings.state_dir / PORT_FILE
-        if (read_port_file(self.settings.state_dir) or {}).get("pid") == os.getpid() and self.port:
-            port_file.unlink(missing_ok=True)
-        if self._lock is not None:
-            self._lock.close()
-        log.info("stopped")
 
 
-def serve(settings: Settings, runner: Runner | None = None) -> int:
-    """Run a daemon in the foreground until SIGINT or SIGTERM; returns the exit code (0)."""
+def serve(settings: Settings, runner: Runner | None = None, *, discovery: bool | None = None) -> int:
+    """Run a daemon in the foreground until SIGINT or SIGTERM; returns the exit code (0).
+
+    Args:
+        settings: the daemon's settings.
+        runner: runs jobs (the pipeline by default).
+        discovery: advertise over mDNS; None follows the settings.
+    """
 
     async def main() -> None:
-        daemon = Daemon(settings, runner)
+        daemon = Daemon(settings, runner, discovery=discovery)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -304,8 +361,15 @@ class DaemonThread:
         ...     send_to(("127.0.0.1", d.port), ...)
     """
 
-    def __init__(self, settings: Settings, runner: Runner | None = None, *, shutdown_timeout: float = 10.0):
-        self.daemon = Daemon(settings, runner, shutdown_timeout=shutdown_timeout)
+    def __init__(
+        self,
+        settings: Settings,
+        runner: Runner | None = None,
+        *,
+        shutdown_timeout: float = 10.0,
+        discovery: bool | None = None,
+    ):
+        self.daemon = Daemon(settings, runner, shutdown_timeout=shutdown_timeout, discovery=discovery)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="stembridge-daemon", daemon=True)
@@ -313,6 +377,11 @@ class DaemonThread:
     @property
     def port(self) -> int:
         return self.daemon.port
+
+    def wait_discoverable(self, timeout: float = 10.0) -> bool:
+        """Wait until the mDNS advertisement is out; False when discovery is off, failed or still probing."""
+        advertiser = self.daemon.advertiser
+        return advertiser is not None and advertiser.settled.wait(timeout) and advertiser.registered.is_set()
 
     def _main(self) -> None:
         try:

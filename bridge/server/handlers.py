@@ -8,6 +8,7 @@ that are not OSC get one rate-limited log line and no reply.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import Any
 
@@ -21,6 +22,16 @@ from bridge.server.lograte import LogLimiter
 from bridge.server.osc import PacketChannel, Replier, decode_packet
 
 log = logging.getLogger(__name__)
+
+
+def is_local(host: str) -> bool:
+    """Whether a request from ``host`` comes from this machine (a loopback address, IPv4-mapped ones too)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 def event_reply(event: JobEvent) -> protocol.Reply:
@@ -85,7 +96,7 @@ class RequestHandler:
             )
             return
         try:
-            request = protocol.parse_request(address, args, self._settings)
+            request = protocol.parse_request(address, args, self._settings, remote=not is_local(host))
             self._serve(request, ReplyTo(host, request.reply_port, channel))
         except StembridgeError as exc:
             self._refuse(address, args, host, channel, exc.code, exc.message)
@@ -130,7 +141,10 @@ class RequestHandler:
             self._replier.send(to, state_reply(self._queue.status(to.host, request.target)))
         elif request.command == "cancel":
             status = self._queue.cancel(to.host, request.target)
-            log.info("cancel of job %r from %s: %s", request.target, to.host, status.state)
+            # rate-limited: a cancelled job's end is logged anyway, and repeats must not flood the log
+            self._logs.log(
+                logging.INFO, "cancel", "cancel of job %r from %s: %s", request.target, to.host, status.state
+            )
             self._replier.send(to, state_reply(status))
         elif request.command == "models":
             self._models(rid, to)

@@ -24,6 +24,7 @@ from bridge.engines.base import GENERATE_STEMS, SEPARATE_STEMS, engine_names
 from bridge.errors import InvalidArgument, Unauthorized, UnknownEngine
 from bridge.jobs.spec import JobSpec
 from bridge.server.values import (
+    allowed_roots,
     as_bool,
     as_float,
     as_int,
@@ -35,6 +36,7 @@ from bridge.server.values import (
 )
 
 PREFIX = "/stembridge"
+PROTOCOL_VERSION = 1  # this contract's version, advertised over mDNS; raised when a change breaks clients
 # Requests
 PING, SEPARATE, GENERATE, VARY = (
     f"{PREFIX}/ping",
@@ -274,13 +276,15 @@ def parse_envelope(args: Sequence[Any]) -> tuple[int, str]:
     return as_int("reply_port", args[0], 1, 65535), as_text("request_id", args[1], MAX_ID_LENGTH)
 
 
-def parse_request(address: str, args: Sequence[Any], settings: Settings) -> Request:
+def parse_request(address: str, args: Sequence[Any], settings: Settings, *, remote: bool = False) -> Request:
     """Parse and validate one request.
 
     Args:
         address: the OSC address, e.g. ``/stembridge/separate``.
         args: the OSC arguments as python-osc decodes them (int, float, str, bool, bytes, None...).
         settings: the render folder and allowed roots (for ``out``) and the token.
+        remote: the request comes from another machine: its input files must lie inside the render folder or
+            an allowed root too.
 
     Raises:
         StembridgeError: a subclass whose ``code`` goes into the error reply.
@@ -302,11 +306,16 @@ def parse_request(address: str, args: Sequence[Any], settings: Settings) -> Requ
         return Request(command, reply_port, request_id, target=as_text("job_id", positional, MAX_ID_LENGTH))
     if command not in JOB_COMMANDS:
         return Request(command, reply_port, request_id)
-    return Request(command, reply_port, request_id, job=job_spec(command, positional, options, settings))
+    job = job_spec(command, positional, options, settings, remote=remote)
+    return Request(command, reply_port, request_id, job=job)
 
 
-def job_spec(command: str, positional: Any, options: dict[str, Any], settings: Settings) -> JobSpec:
-    """Validate a job's positional argument and options into a :class:`JobSpec`."""
+def job_spec(
+    command: str, positional: Any, options: dict[str, Any], settings: Settings, *, remote: bool = False
+) -> JobSpec:
+    """Validate a job's positional argument and options into a :class:`JobSpec` (``remote``: see
+    :func:`parse_request`)."""
+    roots = allowed_roots(settings) if remote else None
     spec: dict[str, Any] = {
         "out": output_folder(options.pop("out", None), settings),
         "format": "wav",
@@ -322,7 +331,7 @@ def job_spec(command: str, positional: Any, options: dict[str, Any], settings: S
             raise InvalidArgument(f"stem must be one of {', '.join(GENERATE_STEMS)}, got {stem!r}")
         spec.update(
             stem=stem,
-            context=[input_file("context", v) for v in options.pop("context", [])],
+            context=[input_file("context", v, roots) for v in options.pop("context", [])],
             prompt="",
             time_signature="4/4",
             seed=0,
@@ -330,7 +339,7 @@ def job_spec(command: str, positional: Any, options: dict[str, Any], settings: S
             match_loudness=True,
         )
     else:
-        spec["path"] = input_file("path", positional)
+        spec["path"] = input_file("path", positional, roots)
     if command == "separate":
         stems = options.pop("stems", None)
         spec["stems"] = None if stems is None else _stem_list(stems, SEPARATE_STEMS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -106,8 +107,26 @@ def native_path(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
-def input_file(name: str, value: Any) -> str:
-    """An absolute path to a readable file, as a string; AudioReadError when it is missing or unreadable."""
+def allowed_roots(settings: Settings) -> list[Path]:
+    """The folders requests may name: the render folder and the configured allowed roots, resolved."""
+    return [
+        settings.out_dir.expanduser().resolve(),
+        *(r.expanduser().resolve() for r in settings.allowed_roots),
+    ]
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def input_file(name: str, value: Any, roots: Sequence[Path] | None = None) -> str:
+    """An absolute path to a readable file, as a string; AudioReadError when it is missing or unreadable.
+
+    Args:
+        name: the argument's name, for messages.
+        value: the received value.
+        roots: when given (a request from another machine), the file must lie inside one of these folders.
+    """
     path = native_path(as_text(name, value))
     what = "file" if name == "path" else f"{name} file"
     if not path.is_absolute():
@@ -121,6 +140,12 @@ def input_file(name: str, value: Any) -> str:
         raise AudioReadError(f"{what} is not a file: {path}; give the path of an audio file")
     if not os.access(path, os.R_OK):
         raise AudioReadError(f"{what} is not readable: {path}; check its permissions")
+    if roots is not None and not _inside(path.resolve(), roots):
+        raise InvalidArgument(
+            f"{name} must lie inside the render folder or an allowed root ({', '.join(map(str, roots))}) when "
+            f"the request comes from another machine, got {str(path)!r}; add its folder to allowed_roots in the "
+            f"daemon's config file"
+        )
     return str(path)
 
 
@@ -141,8 +166,8 @@ def output_folder(value: Any, settings: Settings) -> str:
             raise InvalidArgument(f"out must not climb out of the render folder with '..', got {text!r}")
         return str(root.joinpath(*(safe_name(p) for p in parts)))
     resolved = path.resolve()
-    roots = [root, *(r.expanduser().resolve() for r in settings.allowed_roots)]
-    if any(resolved == r or r in resolved.parents for r in roots):
+    roots = allowed_roots(settings)
+    if _inside(resolved, roots):
         return str(resolved)
     allowed = ", ".join(str(r) for r in roots)
     raise InvalidArgument(

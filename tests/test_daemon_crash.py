@@ -1,0 +1,234 @@
+"""Crash safety and the scripting contract, with real processes: ``kill -9`` in the middle of a separation, the
+restart that reports it, and ``stembridge request``'s exit codes and result files (what the Reaper scripts poll).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bridge.audio import io as audio_io
+from bridge.client import Client, locate
+from bridge.config import Settings
+from bridge.engines.base import ProgressCallback
+from bridge.errors import UnsupportedOperation
+from bridge.jobs.leftovers import is_writer_temp, remove_temp_files
+from bridge.jobs.spec import JobSpec, Outcome
+from bridge.server import protocol
+from bridge.server.daemon import DaemonThread, read_port_file
+from tests.test_daemon import ROOT, WAIT, no_leaked_threads  # noqa: F401 - the fixture fails a test that leaks threads
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for a child stembridge: no user config, no STEMBRIDGE_* settings from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEMBRIDGE_")}
+    env["STEMBRIDGE_CONFIG"] = str(tmp_path / "no-config.toml")
+    return env
+
+
+# --- the writer's temp files ----------------------------------------------------------------------------------
+
+
+def test_leftover_pattern_matches_the_writers_temp_names(tmp_path: Path) -> None:
+    for name in ("My_Song__drums.wav", "x__bass__120bpm__8bars__v2.aif"):
+        tmp, fd = audio_io._temp_file(tmp_path, name)  # the name the writer really uses
+        os.close(fd)
+        assert is_writer_temp(tmp.name), tmp.name
+    for other in (
+        ".DS_Store",
+        "song.wav",
+        ".song.wav.tmp",
+        ".song.wav.12345678.tmp.bak",
+        ".notes.txt.0badc0de.tmp",
+    ):
+        assert not is_writer_temp(other), other
+
+
+def test_remove_temp_files_only_in_the_given_folders_and_only_the_writers(tmp_path: Path) -> None:
+    job_out, other = tmp_path / "job", tmp_path / "other"
+    (job_out / "sub").mkdir(parents=True)
+    other.mkdir()
+    stale = [job_out / ".a.wav.0badc0de.tmp", job_out / ".b.aiff.deadbeef.tmp"]
+    kept = [job_out / "a.wav", job_out / ".DS_Store", job_out / "sub" / ".c.wav.0badc0de.tmp"]
+    kept += [other / ".d.wav.0badc0de.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    removed = remove_temp_files([job_out, tmp_path / "missing"])
+    assert sorted(removed) == sorted(stale)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+
+
+# --- kill -9 in the middle of a job -----------------------------------------------------------------------------
+
+
+def write_long_song(path: Path, seconds: float = 60.0, sr: int = 44100) -> None:
+    """A long stereo song (chords, a pulse and noise), 16-bit: long enough for the separation to take a while."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(3)
+    pulse = (np.sin(2 * np.pi * 2 * t) > 0.9).astype(np.float64)
+    left = 0.2 * np.sin(2 * np.pi * 110 * t) + 0.2 * pulse * rng.standard_normal(t.size)
+    right = 0.2 * np.sin(2 * np.pi * 165 * t) + 0.05 * rng.standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.stack([left, right]).T, sr, subtype="PCM_16")
+
+
+class Serve:
+    """``stembridge serve`` in a process of its own."""
+
+    def __init__(self, tmp_path: Path, settings: Settings) -> None:
+        self.settings = settings
+        cmd = [sys.executable, "-m", "bridge.cli", "serve", "--port", "0", "--no-discovery"]
+        cmd += ["--state-dir", str(settings.state_dir), "--out", str(settings.out_dir)]
+        cmd += ["--models-dir", str(settings.models_dir)]
+        self.log = tmp_path / f"serve-{time.monotonic_ns()}.log"
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(tmp_path), stderr=err)
+        deadline = time.monotonic() + 30
+        while (read_port_file(settings.state_dir) or {}).get("pid") != self.proc.pid:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"stembridge serve did not start: {self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(WAIT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def visible_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def test_kill_9_mid_job_leaves_no_partial_file_and_the_restart_reports_it(tmp_path: Path) -> None:
+    settings = Settings(
+        out_dir=tmp_path / "renders", state_dir=tmp_path / "state", models_dir=tmp_path / "models", port=0
+    )
+    song = tmp_path / "in" / "Long Song.wav"
+    write_long_song(song)
+    first = Serve(tmp_path, settings)
+    try:
+        with Client(locate(settings)) as client:
+            client.send(protocol.SEPARATE, [client.reply_port, "kill1", str(song)])
+            seen: list[tuple[str, list[Any]]] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # kill it while the engine works, before anything is written
+                reply = client.receive(deadline - time.monotonic())
+                assert reply is not None and reply[0] != protocol.ERROR, (reply, seen)
+                seen.append(reply)
+                if reply[0] == protocol.PROGRESS and 0.05 < float(reply[1][1]) < 0.9:
+                    break
+            os.kill(first.proc.pid, signal.SIGKILL)
+            assert first.proc.wait(WAIT) == -signal.SIGKILL
+            assert [a for a, _ in seen][:2] == [protocol.ACCEPTED, protocol.PROGRESS]
+
+            assert not settings.out_dir.exists() or visible_files(settings.out_dir) == []
+            # what a kill during a write leaves: the writer's hidden temp file, never a partial visible file
+            settings.out_dir.mkdir(parents=True, exist_ok=True)
+            stale = settings.out_dir / ".Long_Song__drums.wav.0badc0de.tmp"
+            stale.write_bytes(b"RIFF\x00\x00")
+            (settings.out_dir / "notes.txt").write_text("the user's own file")
+
+            second = Serve(tmp_path, settings)  # the restart
+            try:
+                reply = client.receive(WAIT)  # the restarted daemon tells the client what became of its job
+                assert (
+                    reply is not None
+                    and reply[0] == protocol.ERROR
+                    and reply[1][:2] == ["kill1", "interrupted"]
+                )
+                with Client(locate(settings)) as again:
+                    state = again.status("kill1")
+                assert (state.state, state.code) == ("failed", "interrupted")
+                assert "send the request again" in state.message
+            finally:
+                assert second.stop() == 0
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+            first.proc.wait()
+    assert not stale.exists()
+    assert sorted(p.name for p in settings.out_dir.iterdir()) == ["notes.txt"]  # no temp file, visible or not
+    assert "removed 1 temp file(s) left by the interrupted job(s)" in second.log.read_text()
+
+
+# --- `stembridge request`: exit codes and result files -----------------------------------------------------------
+
+
+def scripted_runner(spec: JobSpec, progress: ProgressCallback) -> Outcome:
+    """Fails for files named ``bad*``; else reports progress and writes one small file."""
+    name = Path(spec.options["path"]).stem
+    if name.startswith("bad"):
+        raise UnsupportedOperation(f"the test engine cannot vary {name!r}")
+    progress(0.5, "half")
+    out = Path(spec.options["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}__v1.wav"
+    path.write_bytes(b"RIFF")
+    progress(1.0, "done")
+    return Outcome([str(path)])
+
+
+@pytest.fixture()
+def scripted(tmp_path: Path) -> Iterator[DaemonThread]:
+    settings = Settings(out_dir=tmp_path / "renders", state_dir=tmp_path / "state", port=0)
+    with DaemonThread(settings, scripted_runner, discovery=False) as d:
+        yield d
+
+
+def request(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "bridge.cli", "request", *argv]
+    return subprocess.run(cmd, cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+
+
+def test_request_exit_codes_and_result_files(scripted: DaemonThread, tmp_path: Path) -> None:
+    port = str(scripted.port)
+    for name in ("loop.wav", "bad.wav"):
+        (tmp_path / name).write_bytes(b"x")  # the test runner never reads them
+    result = tmp_path / "out" / "result.json"
+    result.parent.mkdir()
+    result.write_text("stale")  # left by an earlier request: removed when the next one starts
+    (tmp_path / "out" / "result.json.progress").write_text("0.900 stale\n")
+
+    done = request(tmp_path, "vary", str(tmp_path / "loop.wav"), "--port", port, "--request-id", "ok1",
+                   "--result-file", str(result), "-q")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(result.read_text())
+    assert payload == {"request_id": "ok1", "status": "done", "outputs": [payload["outputs"][0]]}
+    assert Path(payload["outputs"][0]).name == "loop__v1.wav" and Path(payload["outputs"][0]).is_file()
+    progress = (tmp_path / "out" / "result.json.progress").read_text().splitlines()
+    assert progress == ["0.000 queued 0", "0.000 started", "0.500 half", "1.000 done"]
+    assert sorted(p.name for p in result.parent.iterdir()) == ["result.json", "result.json.progress"]
+
+    failed = request(tmp_path, "vary", str(tmp_path / "bad.wav"), "--port", port, "--request-id", "bad1",
+                     "--result-file", str(result), "--json")  # fmt: skip
+    assert failed.returncode == 2
+    error = {"code": "unsupported", "message": "the test engine cannot vary 'bad'"}
+    assert json.loads(result.read_text()) == {"request_id": "bad1", "status": "error", "error": error}
+    assert json.loads(failed.stdout) == {"error": error}
+    assert "stembridge request: error: the test engine cannot vary 'bad'" in failed.stderr
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        gone = request(tmp_path, "ping", "--port", str(silent.getsockname()[1]), "--timeout", "0.3",
+                       "--request-id", "p1", "--result-file", str(result))  # fmt: skip
+    assert gone.returncode == 2
+    unreachable = json.loads(result.read_text())
+    assert (unreachable["status"], unreachable["error"]["code"]) == ("error", "unreachable")
+    assert (tmp_path / "out" / "result.json.progress").read_text() == ""  # emptied when the request started
