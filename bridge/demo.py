@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.audio import io as audio_io
 from bridge.audio.post import finish
 from bridge.audio.timing import TimeSignature
+from bridge.audio.writer import write_audio_unique
 from bridge.engines.base import GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.pipeline import Output, OutputOptions, generate_files, separate_file, vary_file
 
@@ -61,7 +61,7 @@ def run_demo(out_dir: Path, seed: int = 0, progress: ProgressCallback | None = N
     folder = out_dir / "stembridge-demo"
     options = OutputOptions(folder)
     song = compose_song(seed, report.sub(0.0, 0.25))
-    song_path = audio_io.write_audio_unique(
+    song_path = write_audio_unique(
         folder / "demo-song.wav",
         song,
         DEMO_SAMPLE_RATE,

@@ -21,6 +21,7 @@ from bridge.audio.loudness import integrated_loudness
 from bridge.audio.post import finish, fit_length
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
+from bridge.audio.writer import write_audio_unique
 from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.naming import output_name, safe_name, split_source
@@ -125,7 +126,7 @@ def _write_all(
     try:
         for stem, variation, audio, name in items:
             data = audio_io.resample(audio, sample_rate, out_rate) if out_rate != sample_rate else audio
-            path = audio_io.write_audio_unique(
+            path = write_audio_unique(
                 options.out_dir / name,
                 data,
                 out_rate,

@@ -7,6 +7,7 @@ import pytest
 
 from bridge.audio import analysis
 from bridge.audio.analysis import Chord, Key
+from bridge.audio.onsets import density, groove, onset_envelope, onsets, rhythm
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.errors import InvalidArgument
 from tests import synth
@@ -135,7 +136,7 @@ def test_key_and_chord_objects() -> None:
 @pytest.mark.parametrize("bpm", [120.0, 174.0])
 def test_onsets_of_drums_match_the_known_hits(bpm: float) -> None:
     drums, known = synth.drum_loop(bpm, 4)
-    found = analysis.onsets(drums, SR)
+    found = onsets(drums, SR)
     tol = int(0.012 * SR)
     for hit in known:
         assert np.min(np.abs(found - hit)) <= tol, f"kick/snare at {hit} not found"
@@ -147,38 +148,38 @@ def test_onsets_of_drums_match_the_known_hits(bpm: float) -> None:
 
 def test_onsets_in_the_mix_and_silence(song: dict[str, np.ndarray], song_mix: np.ndarray) -> None:
     _, known = synth.drum_loop(120.0, 4)
-    found = analysis.onsets(song_mix, SR)
+    found = onsets(song_mix, SR)
     assert max(np.min(np.abs(found - hit)) for hit in known) <= int(0.012 * SR)
-    assert analysis.onsets(np.zeros((2, SR), dtype=np.float32), SR).size == 0
+    assert onsets(np.zeros((2, SR), dtype=np.float32), SR).size == 0
     # a sustained chord is not a stream of onsets: only the four chord changes
-    chords = analysis.onsets(song["other"], SR)
+    chords = onsets(song["other"], SR)
     assert len(chords) <= 5
 
 
 def test_groove_peaks_on_kick_and_snare_steps(song_mix: np.ndarray) -> None:
-    g = analysis.groove(song_mix, SR, GRID, 4)
+    g = groove(song_mix, SR, GRID, 4)
     assert g.shape == (16,)
     assert g.max() == pytest.approx(1.0)
     kick_snare = [0, 4, 8, 12]
     others = [s for s in range(16) if s not in kick_snare]
     assert g[kick_snare].min() > g[others].max()
     assert np.all(g[1::2] == 0)  # nothing happens on odd 16ths
-    low = analysis.groove(song_mix, SR, GRID, 4, max_hz=150.0)
+    low = groove(song_mix, SR, GRID, 4, max_hz=150.0)
     assert low[[0, 8]].min() > low[[2, 6, 10, 14]].max()  # kicks lead below 150 Hz
-    assert np.all(analysis.groove(np.zeros((2, SR), np.float32), SR, GRID, 4) == 0)
+    assert np.all(groove(np.zeros((2, SR), np.float32), SR, GRID, 4) == 0)
 
 
 def test_density_and_rhythm(song_mix: np.ndarray) -> None:
     drums, _ = synth.drum_loop(120.0, 4)
-    assert analysis.density(drums, SR, GRID, 4) == pytest.approx(2.0)  # 8th notes: two per beat
-    found = analysis.rhythm(song_mix, SR, GRID, 4)
-    np.testing.assert_array_equal(found.groove, analysis.groove(song_mix, SR, GRID, 4))
-    np.testing.assert_array_equal(found.low_groove, analysis.groove(song_mix, SR, GRID, 4, max_hz=150.0))
-    assert found.density == pytest.approx(analysis.density(song_mix, SR, GRID, 4))
+    assert density(drums, SR, GRID, 4) == pytest.approx(2.0)  # 8th notes: two per beat
+    found = rhythm(song_mix, SR, GRID, 4)
+    np.testing.assert_array_equal(found.groove, groove(song_mix, SR, GRID, 4))
+    np.testing.assert_array_equal(found.low_groove, groove(song_mix, SR, GRID, 4, max_hz=150.0))
+    assert found.density == pytest.approx(density(song_mix, SR, GRID, 4))
 
 
 def test_onset_envelope_keeps_its_contract(song_mix: np.ndarray) -> None:
-    env, rate = analysis.onset_envelope(song_mix, SR)
+    env, rate = onset_envelope(song_mix, SR)
     assert rate == pytest.approx(SR / 512)
     assert env.dtype == np.float32
     assert abs(env.shape[0] - song_mix.shape[1] / 512) <= 2

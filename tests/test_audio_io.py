@@ -19,15 +19,10 @@ from scipy.io import wavfile
 
 from bridge.audio import bwf
 from bridge.audio import io as audio_io
+from bridge.audio import writer as audio_writer
 from bridge.audio.bwf import make_bext, parse_bext, read_bext
-from bridge.audio.io import (
-    check_audio,
-    conform_channels,
-    read_audio,
-    resample,
-    write_audio,
-    write_audio_unique,
-)
+from bridge.audio.io import check_audio, conform_channels, read_audio, resample
+from bridge.audio.writer import write_audio, write_audio_unique
 from bridge.errors import AudioReadError, AudioWriteError, InvalidArgument
 from tests.synth import faded_sine
 
@@ -302,7 +297,7 @@ def test_publish_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def no_links(src: object, dst: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(audio_io.os, "link", no_links)
+    monkeypatch.setattr(audio_writer.os, "link", no_links)
     path = write_audio(tmp_path / "fat.wav", full_scale_noise(2, 50), 44100)
     assert sf.info(str(path)).frames == 50
     with pytest.raises(AudioWriteError, match="already exists"):
@@ -325,7 +320,7 @@ def test_write_errors_name_the_folder_and_fix(tmp_path: Path, monkeypatch: pytes
     def denied(*args: object, **kwargs: object) -> int:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(audio_io.os, "open", denied)
+    monkeypatch.setattr(audio_writer.os, "open", denied)
     with pytest.raises(
         AudioWriteError, match=re.escape(f"folder {tmp_path} is not writable; choose another output")
     ):

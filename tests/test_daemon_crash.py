@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.audio import io as audio_io
+from bridge.audio.writer import temp_file
 from bridge.client import Client, locate
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
@@ -43,7 +43,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 def test_leftover_pattern_matches_the_writers_temp_names(tmp_path: Path) -> None:
     for name in ("My_Song__drums.wav", "x__bass__120bpm__8bars__v2.aif"):
-        tmp, fd = audio_io._temp_file(tmp_path, name)  # the name the writer really uses
+        tmp, fd = temp_file(tmp_path, name)  # the name the writer really uses
         os.close(fd)
         assert is_writer_temp(tmp.name), tmp.name
     for other in (

@@ -7,6 +7,7 @@ import pytest
 
 from bridge.audio import analysis
 from bridge.audio.analysis import Key
+from bridge.audio.onsets import onset_strengths, onsets
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.engines.base import GenerateSpec
 from bridge.engines.builtin import BuiltinEngine
@@ -64,7 +65,7 @@ def f0(segment: np.ndarray, sr: int) -> float:
 def bass_notes(audio: np.ndarray, sr: int) -> list[tuple[int, int]]:
     """``(onset sample, pitch class)`` of each note, found with the onset detector and autocorrelation."""
     mono = audio.mean(axis=0)
-    found = analysis.onsets(audio, sr)
+    found = onsets(audio, sr)
     out = []
     for i, start in enumerate(found):
         end = found[i + 1] if i + 1 < len(found) else mono.size
@@ -114,7 +115,7 @@ def test_onsets_fall_on_the_16th_grid(
 ) -> None:
     spec = make(stem, bpm, ts, seed=7)
     (take,) = generate(song_mix if with_song else None, sr, spec)
-    pos, accent = analysis.onset_strengths(take, sr)
+    pos, accent = onset_strengths(take, sr)
     clear = pos[accent > 0.05 * accent.max()]  # onsets that add sound (not echoes of the lead's delay)
     step = spec.grid(sr).samples_per_step
     assert len(clear) >= 4  # at least one a bar
@@ -142,7 +143,7 @@ def test_drum_patterns_follow_the_metre() -> None:
 def test_density_words_change_the_number_of_hits() -> None:
     def count(prompt: str) -> int:
         (take,) = generate(None, SR, make("drums", prompt=prompt))
-        return len(analysis.onsets(take, SR))
+        return len(onsets(take, SR))
 
     assert count("sparse") < count("") < count("busy")
 

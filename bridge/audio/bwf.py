@@ -27,7 +27,7 @@ The WAV writer puts ``fmt `` first, then ``fact`` (float data only), then ``bext
 more than two channels use ``WAVE_FORMAT_EXTENSIBLE``. Samples are scaled by ``2**(bits-1)`` and clipped, the
 same convention soundfile/libsndfile use when reading, so a 24-bit round trip is within ``2**-23``.
 File-system concerns (temp files, atomic publish, error messages about folders) live in
-:mod:`bridge.audio.io`.
+:mod:`bridge.audio.writer`.
 """
 
 from __future__ import annotations

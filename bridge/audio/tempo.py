@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from bridge.audio.analysis import onset_envelope, to_mono
+from bridge.audio.analysis import to_mono
+from bridge.audio.onsets import onset_envelope
 from bridge.audio.timing import BPM_RANGE, Grid, TimeSignature, bpm_from_length, check_bars, check_bpm
 from bridge.errors import InvalidArgument
 

@@ -1,6 +1,6 @@
 """Temp files a killed job left behind in its output folder, removed when the daemon starts again.
 
-The audio writer (:func:`bridge.audio.io.write_audio`) encodes each file into a hidden temp file beside its
+The audio writer (:func:`bridge.audio.writer.write_audio`) encodes each file into a hidden temp file beside its
 target, ``.<name>.<8 hex digits>.tmp``, and publishes it under its final name only when it is complete, so a
 job killed in the middle (``kill -9``, a crash, a power cut) can leave such a temp file but never a partial
 file under a visible name. The daemon removes these leftovers in the folders of the jobs the journal reports
@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Keep in step with bridge.audio.io._temp_file (tests/test_daemon_crash.py checks that they agree).
+# Keep in step with bridge.audio.writer.temp_file (tests/test_daemon_crash.py checks that they agree).
 TEMP_NAME = re.compile(r"^\.(?P<target>[^/\\]+\.(?:wav|aif|aiff))\.[0-9a-f]{8}\.tmp$", re.IGNORECASE)
 
 

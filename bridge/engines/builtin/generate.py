@@ -33,6 +33,7 @@ import re
 import numpy as np
 
 from bridge.audio import analysis
+from bridge.audio.onsets import rhythm
 from bridge.audio.timing import Grid
 from bridge.engines.base import GenerateSpec, Progress, ProgressCallback
 from bridge.engines.builtin.parts import WRITERS, Music, Style
@@ -147,7 +148,7 @@ def analyse(
     else:  # drums only: follow the groove, take the harmony from the prompt
         key = style.key or analysis.DEFAULT_KEY
         chords = analysis.default_chords(key, bars)
-    found = analysis.rhythm(audio, sample_rate, grid, n_ctx, low_hz=LOW_HZ, progress=p.sub(0.3, 1.0))
+    found = rhythm(audio, sample_rate, grid, n_ctx, low_hz=LOW_HZ, progress=p.sub(0.3, 1.0))
     p(1.0, "analyse")
     return Music(grid, bars, key, tuple(chords), found.groove, found.low_groove, found.density)
 
