@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bridge.engines.base import available_engines
+from bridge.engines.base import available_engines, engine_class
 from bridge.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -85,5 +85,6 @@ def model_statuses(models_dir: Path | None = None) -> list[ModelStatus]:
         elif engines[entry.engine] is not None:
             statuses.append(ModelStatus(entry, False, str(engines[entry.engine])))
         else:
-            statuses.append(ModelStatus(entry, True))
+            reason = engine_class(entry.engine).model_status(entry.name, models_dir)
+            statuses.append(ModelStatus(entry, reason is None, reason or ""))
     return statuses

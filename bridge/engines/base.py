@@ -125,6 +125,14 @@ class Engine:
                 f"it knows {', '.join(known)}{self.stem_hints.get(capability, '')}"
             )
 
+    @classmethod
+    def model_status(cls, model: str, models_dir: Path | None) -> str | None:
+        """Why ``model`` cannot run here (weights not found, and where they were looked for), or ``None``.
+
+        Engines with weights override this; it must be cheap (file checks, no loading).
+        """
+        return None
+
     @property
     def model_name(self) -> str:
         """The model that produced results, as reported to the user."""
