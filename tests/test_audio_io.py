@@ -22,7 +22,7 @@ from bridge.audio import io as audio_io
 from bridge.audio import writer as audio_writer
 from bridge.audio.bwf import make_bext, parse_bext, read_bext
 from bridge.audio.io import check_audio, conform_channels, read_audio, resample
-from bridge.audio.writer import write_audio, write_audio_unique
+from bridge.audio.writer import Publisher, write_audio, write_audio_unique
 from bridge.errors import AudioReadError, AudioWriteError, InvalidArgument
 from tests.synth import faded_sine
 
@@ -307,6 +307,113 @@ def test_publish_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fat-2.wav", "fat.wav"]
 
 
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_publisher_encodes_all_then_reserves_then_publishes(tmp_path: Path) -> None:
+    (tmp_path / "b.wav").write_bytes(b"someone else's")
+    audio = {name: full_scale_noise(2, 100 + i, seed=i) for i, name in enumerate(("a.wav", "b.wav", "c.aif"))}
+    with Publisher() as pub:
+        for name, data in audio.items():
+            pub.add(tmp_path / name, data, 44100, fmt="aiff" if name.endswith("aif") else "wav", bit_depth=32)
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["b.wav"]
+        assert len(hidden(tmp_path)) == 3  # three encoded temp files, nothing visible yet
+        planned = pub.reserve()
+        assert [s.target.name for s in planned] == ["a.wav", "b-2.wav", "c.aif"]
+        assert all(s.claim is not None and s.claim.read_text() == f"{os.getpid()}\n" for s in planned)
+        assert not any(s.target.exists() for s in planned)  # reserved, still not visible
+        paths = pub.publish()
+    assert paths == [s.target for s in planned]
+    for staged, data in zip(planned, audio.values(), strict=True):
+        assert os.stat(staged.target).st_ino == staged.inode  # what the journal's plan identifies it by
+        back, _ = sf.read(staged.target, dtype="float32", always_2d=True)
+        np.testing.assert_array_equal(back.T, data)
+    assert hidden(tmp_path) == [] and (tmp_path / "b.wav").read_bytes() == b"someone else's"
+    record = planned[0].to_dict()
+    assert record == {
+        "path": str(tmp_path / "a.wav"),
+        "temp": str(planned[0].temp),
+        "claim": str(tmp_path / ".a.wav.stembridge-claim"),
+        "inode": planned[0].inode,
+        "pid": os.getpid(),
+    }
+
+
+def test_a_failing_publish_removes_what_the_set_already_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = audio_writer._publish, []
+
+    def fail_second(tmp: Path, target: Path, overwrite: bool) -> bool:
+        calls.append(target.name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tmp, target, overwrite)
+
+    monkeypatch.setattr(audio_writer, "_publish", fail_second)
+    with pytest.raises(AudioWriteError, match=re.escape(f"disk full writing {tmp_path / 'b.wav'}")):
+        with Publisher() as pub:
+            for name in ("a.wav", "b.wav", "c.wav"):
+                pub.add(tmp_path / name, full_scale_noise(1, 50), 44100)
+            pub.publish()
+    assert calls == ["a.wav", "b.wav"]
+    assert list(tmp_path.iterdir()) == []  # a.wav removed again; no temp file or claim left
+
+
+def test_claims_keep_two_sets_with_the_same_names_apart(tmp_path: Path) -> None:
+    """Two jobs that reserve the same names before either publishes never get the same file."""
+    both_reserved = threading.Barrier(2, timeout=10)
+    results: dict[int, list[Path]] = {}
+
+    def job(k: int) -> None:
+        with Publisher() as pub:
+            for name in ("x__drums.wav", "x__bass.wav"):
+                pub.add(tmp_path / name, full_scale_noise(1, 100 + k, seed=k), 44100, bit_depth=32)
+            pub.reserve()
+            both_reserved.wait()
+            results[k] = pub.publish()
+
+    threads = [threading.Thread(target=job, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = sorted(p.name for paths in results.values() for p in paths)
+    assert names == ["x__bass-2.wav", "x__bass.wav", "x__drums-2.wav", "x__drums.wav"]
+    for k, paths in results.items():  # each file holds its own job's audio
+        for path in paths:
+            back, _ = sf.read(path, dtype="float32", always_2d=True)
+            np.testing.assert_array_equal(back.T, full_scale_noise(1, 100 + k, seed=k))
+    assert hidden(tmp_path) == []
+
+
+def test_a_name_taken_after_its_reservation(tmp_path: Path) -> None:
+    with Publisher() as pub:
+        pub.add(tmp_path / "late.wav", full_scale_noise(1, 10), 44100)
+        (target,) = (s.target for s in pub.reserve())
+        target.write_bytes(b"another program")  # ignores claims
+        with pytest.raises(
+            AudioWriteError, match="was created by another program while stembridge was writing"
+        ):
+            pub.publish()  # the plan was handed on: publishing elsewhere would make it wrong
+    assert target.read_bytes() == b"another program" and hidden(tmp_path) == []
+    with Publisher() as pub:
+        pub.add(tmp_path / "race.wav", full_scale_noise(1, 10), 44100)
+        pub.reserve()
+        (tmp_path / "race.wav").write_bytes(b"another program")
+        assert [p.name for p in pub.publish(retry=True)] == ["race-2.wav"]  # nobody was told the plan
+    assert (tmp_path / "race.wav").read_bytes() == b"another program" and hidden(tmp_path) == []
+
+
+def test_a_reserved_name_counts_as_taken(tmp_path: Path) -> None:
+    (tmp_path / ".take.wav.stembridge-claim").write_text("1\n")  # another job is publishing take.wav
+    with pytest.raises(AudioWriteError, match=re.escape(f"{tmp_path / 'take.wav'} already exists")):
+        write_audio(tmp_path / "take.wav", full_scale_noise(1, 10), 44100)
+    assert write_audio_unique(tmp_path / "take.wav", full_scale_noise(1, 10), 44100).name == "take-2.wav"
+    assert hidden(tmp_path) == [".take.wav.stembridge-claim"]  # its claim is left alone
+
+
 def test_write_errors_name_the_folder_and_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
@@ -401,11 +508,17 @@ def test_read_errors_say_what_and_how(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(
         AudioReadError,
         match=re.escape(
-            f"cannot read {garbage}: not a supported audio file or corrupt (Format not recognised); "
+            f"cannot read {garbage}: not a supported audio file or corrupt (no audio header); "
             "use WAV, AIFF, FLAC, MP3 or OGG"
         ),
     ):
         read_audio(garbage)
+    text_mp3 = tmp_path / "notes.mp3"
+    text_mp3.write_text("not an mp3 at all")
+    with pytest.raises(
+        AudioReadError, match=re.escape(f"cannot read {text_mp3}: not a supported audio file")
+    ):
+        read_audio(text_mp3)
     truncated = tmp_path / "cut.wav"
     truncated.write_bytes(
         write_audio(tmp_path / "whole.wav", full_scale_noise(2, 100), 44100).read_bytes()[:30]

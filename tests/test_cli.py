@@ -205,7 +205,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     data = np.zeros((1000, 2), dtype=np.float32)
     data[500] = np.nan
     sf.write(nan, data, 44100, subtype="FLOAT")
-    text = tmp_path / "notes.txt"
+    text = tmp_path / "notes.mp3"
     text.write_text("not audio")
     return {"corrupt": corrupt, "empty": empty, "nan": nan, "text": text, "missing": tmp_path / "nope.wav"}
 
@@ -217,7 +217,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         ("corrupt", ["separate", "{corrupt}"], "corrupt.wav"),
         ("empty", ["separate", "{empty}"], "empty.wav"),
         ("nan", ["vary", "{nan}"], "nan.wav"),
-        ("text", ["separate", "{text}"], "notes.txt"),
+        ("text", ["separate", "{text}"], "notes.mp3"),
         (
             "bpm",
             ["generate", "--stem", "bass", "--bpm", "0", "--bars", "4"],
@@ -245,12 +245,13 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str, argv: list[str], needle: str
+    capfd: pytest.CaptureFixture[str], tmp_path: Path, case: str, argv: list[str], needle: str
 ) -> None:
+    # capfd, not capsys: decoders writing straight to file descriptor 2 would break the one-line promise
     files = _bad_files(tmp_path)
     out_dir = tmp_path / "out"
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv] + ["--out", str(out_dir)]
-    code, out, err = run(capsys, *argv)
+    code, out, err = run(capfd, *argv)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err

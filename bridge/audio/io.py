@@ -80,6 +80,17 @@ def _check_channels(channels: int) -> int:
     return int(channels)
 
 
+_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b"caff", b"riff", b".snd", b"wvpk")
+
+
+def _looks_like_audio(head: bytes) -> bool:
+    """Whether the first bytes of a file start a container libsndfile reads (or an MPEG audio frame)."""
+    if head.startswith(_MAGIC):
+        return True
+    # an MP3 without an ID3 tag starts with an MPEG frame header: 11 sync bits set
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+
+
 def read_audio(
     path: str | os.PathLike[str], sample_rate: int | None = None, channels: int | None = None
 ) -> tuple[np.ndarray, int]:
@@ -102,7 +113,7 @@ def read_audio(
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(16)
     except FileNotFoundError:
         raise AudioReadError(f"audio file not found: {path}; check the path") from None
     except IsADirectoryError:
@@ -127,12 +138,19 @@ def read_audio(
         ) from None
     if not head:
         raise AudioReadError(f"{path} is an empty file (0 bytes); export the audio again")
+    if not _looks_like_audio(head):
+        # Checked before decoding: libsndfile's MP3 decoder prints warnings to stderr on non-audio data.
+        raise AudioReadError(
+            f"cannot read {path}: not a supported audio file or corrupt (no audio header); use {READABLE_FORMATS}"
+        )
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:
         detail = (
             str(getattr(exc, "error_string", "") or exc or type(exc).__name__).splitlines()[0].rstrip(".")
         )
+        if "does not exist" in detail or not detail:
+            detail = "unrecognised or damaged data"
         raise AudioReadError(
             f"cannot read {path}: not a supported audio file or corrupt ({detail}); use {READABLE_FORMATS}"
         ) from None
