@@ -16,7 +16,8 @@ Example ``config.toml``::
     allowed_roots = ["~/Projects/Renders"]
 
 The daemon also reads ``STEMBRIDGE_HOST``, ``STEMBRIDGE_PORT``, ``STEMBRIDGE_TOKEN``,
-``STEMBRIDGE_QUEUE_SIZE`` and ``STEMBRIDGE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``).
+``STEMBRIDGE_QUEUE_SIZE``, ``STEMBRIDGE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``) and
+``STEMBRIDGE_CACHE_MAX_MB``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Settings:
         allowed_roots: folders besides ``out_dir`` where requests may ask for renders to go.
         queue_size: how many jobs may wait behind the running one before requests are refused as busy.
         discovery: whether the daemon advertises itself over mDNS (zeroconf).
+        cache_max_mb: the size limit of the daemon's separation cache (``<state_dir>/cache``) in MiB; 0 turns
+            it off.
     """
 
     out_dir: Path = field(default_factory=default_out_dir)
@@ -89,6 +92,7 @@ class Settings:
     allowed_roots: tuple[Path, ...] = ()
     queue_size: int = 16
     discovery: bool = True
+    cache_max_mb: int = 2048
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied (paths expanded)."""
@@ -108,11 +112,12 @@ _ENV = {
     "allowed_roots": "STEMBRIDGE_ALLOWED_ROOTS",
     "queue_size": "STEMBRIDGE_QUEUE_SIZE",
     "discovery": "STEMBRIDGE_DISCOVERY",
+    "cache_max_mb": "STEMBRIDGE_CACHE_MAX_MB",
 }
 _BOOLS = ("allow_download", "discovery")
 
 # Whole-number settings and their ranges.
-_INT_RANGES = {"port": (0, 65535), "queue_size": (1, 1000)}
+_INT_RANGES = {"port": (0, 65535), "queue_size": (1, 1000), "cache_max_mb": (0, 1_000_000)}
 
 
 def _whole_number(key: str, value: Any, source: str) -> int:

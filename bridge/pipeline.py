@@ -2,28 +2,36 @@
 
 This is the one place where files meet engines. The CLI and the daemon both call these functions, so a job
 behaves the same however it was asked for. A job either writes all its outputs or none: inputs and arguments
-are checked before anything runs, each file is written atomically, and if writing one output fails the
-outputs this job already wrote are removed.
+are checked before anything runs; every output is encoded into its temp file first, then their names are
+reserved, ``on_publish`` is told the planned files (the daemon journals them, so that a job killed in the
+middle of the next step can be undone on restart), and they are published in one quick pass; if publishing
+one fails, the ones already published are removed (:class:`bridge.audio.writer.Publisher`).
+
+:func:`separate_file` can take a :class:`bridge.jobs.cache.ResultCache`: a separation of the same audio with
+the same engine, model and stems is then served from it without running the engine. The daemon passes its
+cache; the CLI does not (a one-off command would only fill the disk).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bridge import __version__
 from bridge.audio import io as audio_io
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.post import finish, fit_length
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
-from bridge.audio.writer import write_audio_unique
+from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
+from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
 from bridge.naming import output_name, safe_name, split_source
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,10 @@ FORMATS = {"wav": "wav", "aiff": "aif"}
 # How far below the context's loudness each generated part sits, in LU: a part, not a second mix.
 PART_OFFSET_LU = {"bass": 6.0, "drums": 4.0, "keys": 8.0, "pad": 10.0, "lead": 7.0}
 DEFAULT_PART_OFFSET_LU = 6.0
+
+# Told the planned files (final paths reserved, nothing visible yet) right before a job publishes them;
+# raising stops the job, and nothing appears.
+PublishHook = Callable[[list[Staged]], None]
 
 
 @dataclass(frozen=True)
@@ -118,15 +130,16 @@ def _write_all(
     sample_rate: int,
     options: OutputOptions,
     description: str,
+    on_publish: PublishHook | None = None,
 ) -> list[Output]:
-    """Write ``(stem, variation, audio, file_name)`` items; on any failure remove what this call wrote."""
+    """Write ``(stem, variation, audio, file_name)`` items, all or none (two-phase: see the module doc)."""
     out_rate = options.sample_rate or sample_rate
     position = None if options.position is None else int(round(options.position * out_rate))
-    written: list[Output] = []
-    try:
-        for stem, variation, audio, name in items:
+    shapes = []
+    with Publisher() as publisher:
+        for _, _, audio, name in items:
             data = audio_io.resample(audio, sample_rate, out_rate) if out_rate != sample_rate else audio
-            path = write_audio_unique(
+            publisher.add(
                 options.out_dir / name,
                 data,
                 out_rate,
@@ -135,12 +148,15 @@ def _write_all(
                 position=position,
                 description=description,
             )
-            written.append(Output(stem, path, variation, out_rate, data.shape[-1], data.shape[0]))
-    except BaseException:
-        for output in written:
-            output.path.unlink(missing_ok=True)
-        raise
-    return written
+            shapes.append(data.shape)
+        planned = publisher.reserve()
+        if on_publish is not None:
+            on_publish(planned)
+        paths = publisher.publish()
+    return [
+        Output(stem, path, variation, out_rate, shape[-1], shape[0])
+        for (stem, variation, _, _), path, shape in zip(items, paths, shapes, strict=True)
+    ]
 
 
 def separate_file(
@@ -152,16 +168,55 @@ def separate_file(
     model: str | None = None,
     models_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    on_publish: PublishHook | None = None,
+    cache: ResultCache | None = None,
 ) -> Result:
-    """Split the audio file at ``path`` into stems written to ``options.out_dir``."""
+    """Split the audio file at ``path`` into stems written to ``options.out_dir``.
+
+    Args:
+        on_publish: told the planned files right before they are published (see :data:`PublishHook`).
+        cache: serve an identical separation of identical audio from here, skipping the engine (progress then
+            reports the stage ``cache``, up to its final ``1.0``), and store new ones in it. The result's
+            ``cached`` says which.
+    """
     report = Progress(progress)
     eng = _engine(engine, "separate", model, models_dir)
     wanted = [s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()]
     eng.require_stems("separate", wanted)
+    digest = file_digest(Path(path)) if cache is not None else None
     audio, sample_rate = audio_io.read_audio(path)
     report(0.02, "read")
+    key = None
+    if cache is not None and digest is not None and unchanged(Path(path), digest):
+        settings = {"engine_rate": eng.sample_rate, "device": eng.device, "stembridge": __version__}
+        key = separation_key(digest, engine=eng.name, model=eng.model_name, stems=wanted, settings=settings)
+    shape = (audio.shape[0], audio.shape[-1])
+    stems_out = None if cache is None or key is None else cache.get(key, wanted, shape, sample_rate)
+    cached = stems_out is not None
+    if stems_out is not None:
+        report(0.9, "cache")
+    else:
+        stems_out = _separate(eng, audio, sample_rate, wanted, report.sub(0.05, 0.9))
+        if cache is not None and key is not None:
+            cache.put(key, {stem: stems_out[stem] for stem in wanted}, sample_rate)
+    ext = FORMATS[options.fmt]
+    source = Path(path).stem
+    items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
+    report(0.92, "write")
+    outputs = _write_all(
+        items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})", on_publish
+    )
+    report(1.0, "cache" if cached else "done")
+    info = {"source": str(path), "cached": cached}
+    return Result("separate", eng.name, eng.model_name, outputs, info)
+
+
+def _separate(
+    eng: Engine, audio: np.ndarray, sample_rate: int, stems: Sequence[str], progress: ProgressCallback
+) -> dict[str, np.ndarray]:
+    """Run the engine on ``audio`` ``[C, T]``; the stems come back at ``sample_rate``, as long as the input."""
     work, work_rate = _to_engine_rate(audio, sample_rate, eng)
-    stems_out = eng.separate(work, work_rate, wanted, report.sub(0.05, 0.9))
+    stems_out = eng.separate(work, work_rate, stems, progress)
     if work_rate != sample_rate:
         stems_out = {
             k: fit_length(
@@ -169,15 +224,7 @@ def separate_file(
             )
             for k, v in stems_out.items()
         }
-    ext = FORMATS[options.fmt]
-    source = Path(path).stem
-    items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
-    report(0.92, "write")
-    outputs = _write_all(
-        items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})"
-    )
-    report(1.0, "done")
-    return Result("separate", eng.name, eng.model_name, outputs, {"source": str(path)})
+    return stems_out
 
 
 def load_context(paths: Sequence[Path], sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -212,8 +259,12 @@ def generate_files(
     models_dir: Path | None = None,
     match_loudness: bool = True,
     progress: ProgressCallback | None = None,
+    on_publish: PublishHook | None = None,
 ) -> Result:
-    """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them."""
+    """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them.
+
+    ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
+    """
     report = Progress(progress)
     eng = _engine(engine, "generate", model, models_dir)
     eng.require_stems("generate", [spec.stem])
@@ -246,7 +297,8 @@ def generate_files(
         name = output_name(source, spec.stem, bpm=spec.bpm, bars=spec.bars, variation=k, ext=ext)
         items.append((spec.stem, k, take, name))
     report(0.92, "write")
-    outputs = _write_all(items, sample_rate, options, f"stembridge generate {spec.stem} ({eng.model_name})")
+    description = f"stembridge generate {spec.stem} ({eng.model_name})"
+    outputs = _write_all(items, sample_rate, options, description, on_publish)
     report(1.0, "done")
     info = {
         "stem": spec.stem,
@@ -273,10 +325,12 @@ def vary_file(
     model: str | None = None,
     models_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    on_publish: PublishHook | None = None,
 ) -> Result:
     """Make ``variations`` variations of the audio file at ``path``.
 
     With both ``bpm`` and ``bars`` the results are exactly that many bars long; otherwise as long as the input.
+    ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
     """
     report = Progress(progress)
     if not 1 <= int(variations) <= 16:
@@ -315,7 +369,8 @@ def vary_file(
         name = output_name(source, label, bpm=grid.bpm, bars=bars_label, variation=k, ext=ext)
         items.append((label, k, take, name))
     report(0.92, "write")
-    outputs = _write_all(items, sample_rate, options, f"stembridge vary {Path(path).name} ({eng.model_name})")
+    description = f"stembridge vary {Path(path).name} ({eng.model_name})"
+    outputs = _write_all(items, sample_rate, options, description, on_publish)
     report(1.0, "done")
     info = {
         "bpm": grid.bpm,
@@ -331,6 +386,7 @@ __all__ = [
     "OutputOptions",
     "Output",
     "Result",
+    "PublishHook",
     "separate_file",
     "generate_files",
     "vary_file",

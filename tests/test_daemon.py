@@ -43,7 +43,7 @@ from bridge.errors import (
 )
 from bridge.jobs.journal import Journal
 from bridge.jobs.queue import JobEvent, JobQueue, ReplyTo
-from bridge.jobs.spec import JobSpec, Outcome
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import PORT_FILE, DaemonThread, check_network_policy, read_port_file
 from bridge.server.osc import encode_message
@@ -103,7 +103,9 @@ class GatedRunner:
         self.release = threading.Event()
         self.calls: list[str] = []
 
-    def __call__(self, spec: JobSpec, progress: ProgressCallback) -> Outcome:
+    def __call__(
+        self, spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None
+    ) -> Outcome:
         self.calls.append(spec.kind)
         self.started.set()
         step = 0
@@ -146,7 +148,7 @@ def spec(kind: str = "vary", out: Path | None = None) -> JobSpec:
 def test_progress_is_rate_limited_but_the_last_always_goes_out() -> None:
     now = [0.0]
 
-    def chatty(s: JobSpec, progress: ProgressCallback) -> Outcome:
+    def chatty(s: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None) -> Outcome:
         for i in range(1000):  # one call per millisecond of fake time: 1 s of work
             now[0] = i / 1000
             progress(i / 1000, "chunk")
@@ -170,7 +172,7 @@ def test_progress_is_rate_limited_but_the_last_always_goes_out() -> None:
 
 
 def test_progress_never_goes_down() -> None:
-    def wobbly(s: JobSpec, progress: ProgressCallback) -> Outcome:
+    def wobbly(s: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None) -> Outcome:
         for fraction in (0.2, 0.5, 0.3, 0.6, -1.0, 2.0):
             progress(fraction, "x")
         return Outcome([])
@@ -206,7 +208,7 @@ def test_cancel_queued_at_once_and_running_at_the_next_chunk(tmp_path: Path) -> 
 def test_a_full_queue_is_busy_and_failures_do_not_stop_the_worker(tmp_path: Path) -> None:
     gate = GatedRunner()
 
-    def runner(s: JobSpec, progress: ProgressCallback) -> Outcome:
+    def runner(s: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None) -> Outcome:
         if s.kind == "generate":
             raise UnsupportedOperation("the fake engine cannot generate 'kazoo'")
         if s.kind == "separate":
@@ -635,7 +637,7 @@ def test_a_signal_cancels_the_running_job_and_exits_cleanly(
         from bridge.jobs.spec import Outcome
         from bridge.server.daemon import serve
         logging.basicConfig(level=logging.INFO)
-        def endless(spec, progress):
+        def endless(spec, progress, on_publish):
             while True:
                 progress(0.5, "working")
                 time.sleep(0.005)

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.audio.writer import temp_file
+from bridge.audio import writer
+from bridge.audio.writer import Publisher, claim_path, temp_file
 from bridge.client import Client, locate
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import UnsupportedOperation
-from bridge.jobs.leftovers import is_writer_temp, remove_temp_files
-from bridge.jobs.spec import JobSpec, Outcome
+from bridge.jobs.leftovers import TEMP_NAME, is_writer_claim, is_writer_temp, remove_temp_files, undo_publish
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread, read_port_file
 from tests.test_daemon import ROOT, WAIT, no_leaked_threads  # noqa: F401 - the fixture fails a test that leaks threads
@@ -41,33 +42,98 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 # --- the writer's temp files ----------------------------------------------------------------------------------
 
 
-def test_leftover_pattern_matches_the_writers_temp_names(tmp_path: Path) -> None:
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftover_pattern_matches_the_writers_temp_and_claim_names(tmp_path: Path) -> None:
     for name in ("My_Song__drums.wav", "x__bass__120bpm__8bars__v2.aif"):
         tmp, fd = temp_file(tmp_path, name)  # the name the writer really uses
         os.close(fd)
         assert is_writer_temp(tmp.name), tmp.name
+        assert TEMP_NAME.match(tmp.name)["pid"] == str(os.getpid())  # type: ignore[index]
+        assert is_writer_claim(claim_path(tmp_path / name).name)
+        assert not is_writer_claim(tmp.name) and not is_writer_temp(claim_path(tmp_path / name).name)
     for other in (
         ".DS_Store",
         "song.wav",
         ".song.wav.tmp",
-        ".song.wav.12345678.tmp.bak",
-        ".notes.txt.0badc0de.tmp",
+        ".song.wav.0badc0de.tmp",  # an older stembridge's name: no pid, so whether its writer lives is unknown
+        ".song.wav.stembridge-12-0badc0de.tmp.bak",
+        ".notes.txt.stembridge-12-0badc0de.tmp",
+        ".notes.txt.stembridge-claim",
     ):
-        assert not is_writer_temp(other), other
+        assert not is_writer_temp(other) and not is_writer_claim(other), other
 
 
-def test_remove_temp_files_only_in_the_given_folders_and_only_the_writers(tmp_path: Path) -> None:
+def test_remove_temp_files_only_dead_writers_and_only_in_the_given_folders(tmp_path: Path) -> None:
     job_out, other = tmp_path / "job", tmp_path / "other"
     (job_out / "sub").mkdir(parents=True)
     other.mkdir()
-    stale = [job_out / ".a.wav.0badc0de.tmp", job_out / ".b.aiff.deadbeef.tmp"]
-    kept = [job_out / "a.wav", job_out / ".DS_Store", job_out / "sub" / ".c.wav.0badc0de.tmp"]
-    kept += [other / ".d.wav.0badc0de.tmp"]
+    dead, live = dead_pid(), os.getppid()  # our parent runs as long as we do
+    stale = [
+        job_out / f".a.wav.stembridge-{dead}-0badc0de.tmp",
+        job_out / f".b.aiff.stembridge-{dead}-deadbeef.tmp",
+    ]
+    stale += [job_out / ".c.wav.stembridge-claim"]
+    kept = [
+        job_out / "a.wav",
+        job_out / ".DS_Store",
+        job_out / "sub" / f".c.wav.stembridge-{dead}-0badc0de.tmp",
+    ]
+    kept += [other / f".d.wav.stembridge-{dead}-0badc0de.tmp"]
+    kept += [
+        job_out / f".e.wav.stembridge-{live}-0badc0de.tmp",
+        job_out / ".e.wav.stembridge-claim",
+    ]  # a live CLI
+    kept += [job_out / f".f.wav.stembridge-{os.getpid()}-0badc0de.tmp"]  # this process's, in flight
+    kept += [job_out / ".g.wav.stembridge-claim"]  # empty: being written this very moment
     for path in stale + kept:
         path.write_bytes(b"x")
+    (job_out / ".c.wav.stembridge-claim").write_text(f"{dead}\n")
+    (job_out / ".e.wav.stembridge-claim").write_text(f"{live}\n")
+    (job_out / ".g.wav.stembridge-claim").write_bytes(b"")
     removed = remove_temp_files([job_out, tmp_path / "missing"])
     assert sorted(removed) == sorted(stale)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to know when a process started")
+def test_a_temp_file_with_our_own_pid_from_before_we_started_is_stale(tmp_path: Path) -> None:
+    """pids repeat (a daemon in a container is pid 1 every time): our pid on a file older than us is not us."""
+    old = tmp_path / f".a.wav.stembridge-{os.getpid()}-0badc0de.tmp"
+    new = tmp_path / f".b.wav.stembridge-{os.getpid()}-0badc0de.tmp"
+    for path in (old, new):
+        path.write_bytes(b"x")
+    started = time.time() - time.monotonic()  # no later than the boot, so before this process
+    os.utime(old, (started - 3600, started - 3600))
+    assert remove_temp_files([tmp_path]) == [old]
+    assert new.exists()
+
+
+def test_undo_publish_removes_only_the_jobs_own_files(tmp_path: Path) -> None:
+    pub = Publisher()  # never closed: the process "dies" after publishing the first file
+    for name in ("s__drums.wav", "s__bass.wav", "s__other.wav"):
+        pub.add(tmp_path / name, np.zeros((1, 10), np.float32), 44100)
+    plan = [staged.to_dict() for staged in pub.reserve()]
+    first = pub.reserve()[0]
+    assert writer._publish(first.temp, first.target, False)
+    (tmp_path / "s__bass.wav").write_bytes(b"a program that ignores claims")  # not ours: another inode
+    (tmp_path / "elsewhere.wav").write_bytes(b"x")
+    (tmp_path / "s__other.wav").symlink_to(tmp_path / "elsewhere.wav")  # not a regular file
+    decoy = tmp_path / "keep.txt"
+    decoy.write_text("the user's")
+    bad = [
+        {"path": str(tmp_path / "x.wav")},
+        {"path": str(tmp_path / "y.wav"), "temp": str(decoy), "claim": ""},
+    ]
+    removed = undo_publish([*plan, *bad])
+    assert removed == [first.target]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["elsewhere.wav", "keep.txt", "s__bass.wav", "s__other.wav"]  # no temp file, no claim
 
 
 # --- kill -9 in the middle of a job -----------------------------------------------------------------------------
@@ -87,11 +153,14 @@ def write_long_song(path: Path, seconds: float = 60.0, sr: int = 44100) -> None:
 class Serve:
     """``stembridge serve`` in a process of its own."""
 
-    def __init__(self, tmp_path: Path, settings: Settings) -> None:
+    def __init__(self, tmp_path: Path, settings: Settings, script: str | None = None) -> None:
+        """``script``: Python code to run instead of the command (it must serve ``settings``)."""
         self.settings = settings
         cmd = [sys.executable, "-m", "bridge.cli", "serve", "--port", "0", "--no-discovery"]
         cmd += ["--state-dir", str(settings.state_dir), "--out", str(settings.out_dir)]
         cmd += ["--models-dir", str(settings.models_dir)]
+        if script is not None:
+            cmd = [sys.executable, "-c", script]
         self.log = tmp_path / f"serve-{time.monotonic_ns()}.log"
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(tmp_path), stderr=err)
@@ -141,7 +210,7 @@ def test_kill_9_mid_job_leaves_no_partial_file_and_the_restart_reports_it(tmp_pa
             assert not settings.out_dir.exists() or visible_files(settings.out_dir) == []
             # what a kill during a write leaves: the writer's hidden temp file, never a partial visible file
             settings.out_dir.mkdir(parents=True, exist_ok=True)
-            stale = settings.out_dir / ".Long_Song__drums.wav.0badc0de.tmp"
+            stale = settings.out_dir / f".Long_Song__drums.wav.stembridge-{first.proc.pid}-0badc0de.tmp"
             stale.write_bytes(b"RIFF\x00\x00")
             (settings.out_dir / "notes.txt").write_text("the user's own file")
 
@@ -168,10 +237,77 @@ def test_kill_9_mid_job_leaves_no_partial_file_and_the_restart_reports_it(tmp_pa
     assert "removed 1 temp file(s) left by the interrupted job(s)" in second.log.read_text()
 
 
+# A daemon that dies (os._exit, as abruptly as kill -9) right after the second of a job's files is published.
+DIE_MID_PUBLISH = """
+import os
+from pathlib import Path
+from bridge.audio import writer
+from bridge.config import Settings
+from bridge.server.daemon import serve
+
+real_publish, published = writer._publish, []
+
+def publish_then_die(tmp, target, overwrite):
+    done = real_publish(tmp, target, overwrite)
+    published.append(target)
+    if len(published) == 2:
+        os._exit(37)
+    return done
+
+writer._publish = publish_then_die
+settings = Settings(out_dir=Path({out!r}), state_dir=Path({state!r}), models_dir=Path({models!r}), port=0)
+raise SystemExit(serve(settings, discovery=False))
+"""
+
+
+def test_a_job_killed_while_publishing_leaves_none_of_its_files(tmp_path: Path) -> None:
+    settings = Settings(
+        out_dir=tmp_path / "renders", state_dir=tmp_path / "state", models_dir=tmp_path / "models", port=0
+    )
+    song = tmp_path / "in" / "My Song.wav"
+    write_long_song(song, seconds=2.0)
+    out = settings.out_dir
+    out.mkdir(parents=True)
+    users = out / "My_Song__drums.wav"  # the user's own file, with the name the job wants first
+    users.write_bytes(b"the user's take")
+    live_cli_temp = out / f".My_Song__bass.wav.stembridge-{os.getppid()}-0badc0de.tmp"  # a live writer's
+    live_cli_temp.write_bytes(b"RIFF")
+    script = DIE_MID_PUBLISH.format(
+        out=str(out), state=str(settings.state_dir), models=str(settings.models_dir)
+    )
+    dying = Serve(tmp_path, settings, script)
+    try:
+        with Client(locate(settings)) as client:
+            client.send(protocol.SEPARATE, [client.reply_port, "pub1", str(song)])
+            assert dying.proc.wait(60) == 37  # it got as far as publishing two of the four stems
+            visible = visible_files(out)
+            assert len(visible) == 3 and users.name in visible, visible  # half a job: what this test is about
+            with DaemonThread(settings, discovery=False):  # the restart
+                seen = []  # the replies the first daemon sent before it died, then the restart's error
+                while (reply := client.receive(WAIT)) is not None and reply[0] != protocol.ERROR:
+                    seen.append(reply[0])
+                assert reply is not None and reply[1][:2] == ["pub1", "interrupted"], (reply, seen)
+                assert seen[0] == protocol.ACCEPTED and protocol.DONE not in seen
+                with Client(locate(settings)) as again:
+                    state = again.status("pub1")
+    finally:
+        if dying.proc.poll() is None:
+            dying.proc.kill()
+            dying.proc.wait()
+    assert (state.state, state.code) == ("failed", "interrupted")
+    assert (
+        "writing its files (the files it had written were removed); send the request again" in state.message
+    )
+    assert visible_files(out) == [users.name] and users.read_bytes() == b"the user's take"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [live_cli_temp.name]
+
+
 # --- `stembridge request`: exit codes and result files -----------------------------------------------------------
 
 
-def scripted_runner(spec: JobSpec, progress: ProgressCallback) -> Outcome:
+def scripted_runner(
+    spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None
+) -> Outcome:
     """Fails for files named ``bad*``; else reports progress and writes one small file."""
     name = Path(spec.options["path"]).stem
     if name.startswith("bad"):

@@ -27,7 +27,7 @@ from pythonosc.osc_message import OscMessage
 
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
-from bridge.jobs.spec import JobSpec, Outcome
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread
 from bridge.server.tcp import MAX_CONNECTIONS, MAX_PACKET
@@ -235,7 +235,7 @@ class Fuzzer:
 # --- the test -----------------------------------------------------------------------------------------------
 
 
-def quick_runner(spec: JobSpec, progress: ProgressCallback) -> Outcome:
+def quick_runner(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None) -> Outcome:
     progress(0.5, "half")
     progress(1.0, "done")
     return Outcome([])

@@ -18,7 +18,7 @@ from pythonosc.osc_message import OscMessage
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.jobs.journal import Journal
-from bridge.jobs.spec import JobSpec, Outcome
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread
 from bridge.server.osc import encode_message
@@ -30,7 +30,7 @@ QUEUE_SIZE = 16
 GRACE_S = 0.3  # how long a client keeps listening after its last job ended, to catch a second answer
 
 
-def quick_runner(spec: JobSpec, progress: ProgressCallback) -> Outcome:
+def quick_runner(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None) -> Outcome:
     progress(0.3, "working")
     time.sleep(0.002)
     progress(1.0, "done")

@@ -12,9 +12,9 @@ import pytest
 
 from bridge.engines.base import ProgressCallback
 from bridge.errors import ConfigError
-from bridge.jobs.journal import INTERRUPTED, Journal
+from bridge.jobs.journal import INTERRUPTED, SCHEMA_VERSION, Journal
 from bridge.jobs.queue import JobEvent, JobQueue, ReplyTo
-from bridge.jobs.spec import JobSpec, Outcome
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from tests.test_daemon import no_leaked_threads  # noqa: F401 - the fixture fails a test that leaks threads
 
 SPEC = JobSpec("separate", {"path": "/music/song.wav", "out": "/renders", "stems": ["drums", "bass"]})
@@ -27,7 +27,9 @@ class CountingRunner:
     def __init__(self) -> None:
         self.runs: list[str] = []
 
-    def __call__(self, spec: JobSpec, progress: ProgressCallback) -> Outcome:
+    def __call__(
+        self, spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None
+    ) -> Outcome:
         self.runs.append(spec.options["path"])
         progress(1.0, "done")
         return Outcome([f"/renders/{len(self.runs)}.wav"], {"engine": "fake"})
@@ -135,14 +137,14 @@ def test_status_after_restart_and_no_second_run(tmp_path: Path) -> None:
 def test_repeated_request_id_from_the_same_client_runs_once(tmp_path: Path) -> None:
     release = threading.Event()
 
-    def slow(spec: JobSpec, progress: ProgressCallback) -> Outcome:
+    def slow(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook | None = None) -> Outcome:
         release.wait(10)
         return Outcome(["/renders/x.wav"])
 
     events = Events()
     journal = Journal(tmp_path / "journal.sqlite3")
     calls: list[str] = []
-    queue = JobQueue(lambda s, p: (calls.append(s.kind), slow(s, p))[1], journal, events)
+    queue = JobQueue(lambda s, p, h: (calls.append(s.kind), slow(s, p))[1], journal, events)
     queue.start()
     first = queue.submit("127.0.0.1", "same", SPEC, REPLY)
     repeat = queue.submit("127.0.0.1", "same", SPEC, ReplyTo("127.0.0.1", 9555))
@@ -186,3 +188,94 @@ def test_unusable_journals_are_config_errors(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(ConfigError, match=r"written by a newer stembridge \(schema 99\)"):
         Journal(newer)
+
+
+def test_a_publish_plan_is_recorded_and_marks_the_cut_off_job(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    first = Journal(path)
+    plan = [{"path": "/r/s__drums.wav", "temp": "/r/.s__drums.wav.stembridge-7-0badc0de.tmp", "inode": 5}]
+    for rid in ("publishing", "computing"):
+        first.add("127.0.0.1", rid, SPEC.kind, SPEC.options, "127.0.0.1", 9001)
+        first.update("127.0.0.1", rid, "running")
+    first.update("127.0.0.1", "publishing", "running", plan=plan)
+    del first  # as if the process died
+
+    cut = {rec.request_id: rec for rec in Journal(path).recover()}
+    assert cut["publishing"].plan == tuple(plan) and cut["computing"].plan == ()
+    assert cut["publishing"].error_message == (
+        "the daemon stopped while this job was writing its files (the files it had written were removed); "
+        "send the request again"
+    )
+    assert cut["computing"].error_message.startswith("the daemon stopped while this job was running;")
+
+
+def test_a_schema_1_journal_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # what stembridge 0.1 wrote
+        db.executescript(
+            "CREATE TABLE jobs (client TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, "
+            "options TEXT NOT NULL, state TEXT NOT NULL, fraction REAL NOT NULL DEFAULT 0, "
+            "outputs TEXT NOT NULL DEFAULT '[]', detail TEXT NOT NULL DEFAULT '{}', "
+            "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
+            "reply_host TEXT NOT NULL DEFAULT '', reply_port INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, "
+            "updated REAL NOT NULL, PRIMARY KEY (client, request_id));"
+            "INSERT INTO jobs VALUES ('h', 'old', 'vary', '{}', 'done', 1, '[\"/r/a.wav\"]', '{}', '', '', "
+            "'h', 1, 1.0, 2.0);"
+            "INSERT INTO jobs VALUES ('h', 'cut', 'vary', '{}', 'running', 0.5, '[]', '{}', '', '', 'h', 1, 1.0, 2.0);"
+            "PRAGMA user_version=1;"
+        )
+    journal = Journal(path)
+    old = journal.get("h", "old")
+    assert old is not None and (old.state, old.outputs, old.plan) == ("done", ("/r/a.wav",), ())
+    assert [(r.request_id, r.plan) for r in journal.recover()] == [("cut", ())]
+    journal.update("h", "old", "done", plan=[{"path": "/r/a.wav"}])
+    journal.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_the_publish_hook_journals_the_plan_and_honours_a_late_cancel(tmp_path: Path) -> None:
+    journal, events = Journal(":memory:"), Events()
+    cancel_now = threading.Event()
+    seen: list[list[str]] = []
+
+    def publishing_runner(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook) -> Outcome:
+        if spec.options["path"] == "/late-cancel.wav":
+            cancel_now.set()  # the test cancels the job now, after its last chunk but before its files appear
+            assert queue_cancelled.wait(10)
+        on_publish([{"path": "/r/a.wav", "inode": 1}])
+        rec = journal.get("h", "plain")
+        seen.append([item["path"] for item in rec.plan] if rec else [])
+        return Outcome(["/r/a.wav"])
+
+    queue_cancelled = threading.Event()
+    queue = JobQueue(publishing_runner, journal, events)
+    queue.start()
+    queue.submit("h", "plain", JobSpec("separate", {"path": "/a.wav", "out": "/r"}), REPLY)
+    assert [e.kind for e in events.wait_end("plain")] == ["done"]
+    assert seen == [["/r/a.wav"]]  # journaled before the runner went on to publish
+    queue.submit("h", "late", JobSpec("separate", {"path": "/late-cancel.wav", "out": "/r"}), REPLY)
+    assert cancel_now.wait(10)
+    assert queue.cancel("h", "late").state == "running"
+    queue_cancelled.set()
+    assert [(e.kind, e.code) for e in events.wait_end("late")] == [("error", "cancelled")]
+    assert queue.shutdown(5.0)
+    assert seen == [["/r/a.wav"]]  # the hook raised: the cancelled job never went on to publish
+
+
+def test_a_journal_that_cannot_record_the_plan_fails_the_job(tmp_path: Path) -> None:
+    journal, events = Journal(":memory:"), Events()
+    published: list[str] = []
+
+    def runner(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook) -> Outcome:
+        journal.close()  # the disk went away: the plan cannot be recorded
+        on_publish([{"path": "/r/a.wav"}])
+        published.append("/r/a.wav")
+        return Outcome(["/r/a.wav"])
+
+    queue = JobQueue(runner, journal, events)
+    queue.start()
+    queue.submit("h", "j", SPEC, REPLY)
+    (end,) = events.wait_end("j")
+    assert queue.shutdown(5.0)
+    assert (end.kind, end.code) == ("error", "error") and "job journal" in end.message and published == []

@@ -1,10 +1,19 @@
 """Atomic audio file writing: WAV (with a BWF ``bext`` position) and AIFF, never a half-written file.
 
-The file is encoded into a hidden temp file in the destination folder (:func:`temp_file`), synced, then
-published under its final name with a hard link, which fails if the name is taken, so an existing file is
-never overwritten unless asked; nothing is left behind on failure. :func:`write_audio_unique` publishes under
-``name-2.ext``, ``name-3.ext``... when the name is taken, claimed by the publish itself so that two writers
-racing for one name both succeed.
+Writing is two-phase, so that a job writes all its files or none (:class:`Publisher`):
+
+1. **Encode**: every file is encoded into a hidden temp file in its destination folder, synced to disk
+   (:func:`temp_file`: ``.<name>.stembridge-<pid>-<8 hex digits>.tmp``; the pid lets the daemon's start-up
+   cleanup tell a dead writer's leftovers from a live writer's work).
+2. **Reserve**: each final name is reserved by creating its claim file ``.<name>.stembridge-claim`` exclusively
+   (holding the writer's pid). Every writer here respects claims, so two jobs that want the same names never
+   get the same one: the second gets ``name-2.ext``, ``name-3.ext``... A caller can now record the planned
+   paths (the daemon journals them) before anything becomes visible.
+3. **Publish**: every temp file is published under its reserved name with a hard link, which fails rather than
+   overwrite, in one quick pass; if one fails, the files already published are removed again.
+
+A published file keeps the temp file's inode (a hard link, or a rename where the file system has no hard
+links), so a file at a planned path whose inode is the one recorded at reservation is known to be ours.
 
 WAV files are written by our own RIFF writer (:mod:`bridge.audio.bwf`) so that a Broadcast Wave ``bext`` chunk
 can carry the part's timeline position. AIFF has no standard place for a sample position, so ``position`` is
@@ -16,9 +25,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Any
 
 import numpy as np
 import soundfile as sf
@@ -30,6 +41,7 @@ from bridge.errors import AudioWriteError, InvalidArgument
 _WRITE_FORMATS = {"wav": ("wav",), "aiff": ("aif", "aiff", "aifc")}
 _AUDIO_SUFFIXES = {"wav", "wave", "bwf", "aif", "aiff", "aifc", "flac", "mp3", "ogg", "oga", "m4a", "caf"}
 _UNIQUE_TRIES = 10000
+CLAIM_SUFFIX = ".stembridge-claim"  # bridge.jobs.leftovers matches it too
 
 
 def _write_error(exc: OSError, target: Path) -> AudioWriteError:
@@ -98,22 +110,28 @@ def _encode_aiff(f: IO[bytes], audio: np.ndarray, sample_rate: int, bit_depth: i
 
 
 def temp_file(folder: Path, name: str) -> tuple[Path, int]:
-    """Create a new hidden temp file ``.<name>.<8 hex digits>.tmp`` in ``folder``.
+    """Create a new hidden temp file ``.<name>.stembridge-<pid>-<8 hex digits>.tmp`` in ``folder``.
 
-    The daemon removes files named like this that a killed job left behind (:mod:`bridge.jobs.leftovers`
-    matches the same pattern).
+    ``pid`` is this process's: the daemon's start-up cleanup (:mod:`bridge.jobs.leftovers`, which matches the
+    same pattern) removes such files only when that process is gone, never a live writer's.
 
     Returns:
         ``(path, fd)``: the file, opened for writing; the caller closes ``fd``.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    pid = os.getpid()
     for _ in range(100):
-        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        tmp = folder / f".{name}.stembridge-{pid}-{secrets.token_hex(4)}.tmp"
         try:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue
     raise AudioWriteError(f"could not create a temp file in {folder}; remove stale .tmp files there")
+
+
+def claim_path(target: Path) -> Path:
+    """The hidden file that reserves ``target``'s name until it is published: ``.<name>.stembridge-claim``."""
+    return target.with_name(f".{target.name}{CLAIM_SUFFIX}")
 
 
 def _write_temp(
@@ -167,7 +185,7 @@ def _remove_quietly(path: Path) -> None:
 
 
 def _sync_folder(folder: Path) -> None:
-    """Best effort: make the new directory entry durable (POSIX). The file's data is already synced; some
+    """Best effort: make the new directory entries durable (POSIX). The files' data is already synced; some
     systems (Windows, network mounts) cannot open or fsync a folder, which is not an error here."""
     if os.name != "posix":
         return
@@ -181,6 +199,31 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _claim(target: Path) -> Path | None:
+    """Reserve ``target``: create its claim file exclusively, holding this process's pid.
+
+    Returns:
+        The claim file, or None when the name is taken: claimed by another writer, or a file is there.
+    """
+    claim = claim_path(target)
+    try:
+        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    except FileExistsError:
+        return None
+    try:
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+    except BaseException:
+        _remove_quietly(claim)
+        raise
+    if os.path.lexists(target):
+        _remove_quietly(claim)
+        return None
+    return claim
 
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> bool:
@@ -224,38 +267,180 @@ def _prepare(
     return target, audio, rate, fmt, _check_position(position)
 
 
-def _write_first_free(
-    first: Path,
-    names: Iterable[Path],
-    audio: np.ndarray,
-    sample_rate: int,
-    *,
-    fmt: str,
-    bit_depth: int,
-    position: int | None,
-    description: str,
-    overwrite: bool,
-) -> Path:
-    """Encode once to a temp file beside ``first``; publish it under the first of ``names`` that is free."""
-    tmp = _write_temp(first, audio, sample_rate, fmt, bit_depth, position, description)
-    try:
-        for target in names:
-            try:
-                if _publish(tmp, target, overwrite):
-                    _sync_folder(target.parent)
-                    return target
-            except OSError as exc:
-                raise _write_error(exc, target) from None
-        raise AudioWriteError(f"{first} already exists; choose another name or allow overwriting")
-    finally:
-        _remove_quietly(tmp)
-
-
 def _numbered(path: Path) -> Iterator[Path]:
     """``song.wav``, ``song-2.wav``, ``song-3.wav``... (finite)."""
     yield path
     for n in range(2, _UNIQUE_TRIES + 1):
         yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One encoded file waiting in its temp file, with its final name reserved.
+
+    Attributes:
+        target: the path it is published under.
+        temp: the temp file that holds the encoded data until then.
+        claim: the file reserving ``target`` (None when overwriting).
+        inode: the temp file's inode, which the published file keeps (0 where the file system has none).
+        pid: the writing process.
+    """
+
+    target: Path
+    temp: Path
+    claim: Path | None
+    inode: int
+    pid: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible, for a journal: ``path``, ``temp``, ``claim`` (``""``: none), ``inode``, ``pid``."""
+        claim = "" if self.claim is None else str(self.claim)
+        return {
+            "path": str(self.target),
+            "temp": str(self.temp),
+            "claim": claim,
+            "inode": self.inode,
+            "pid": self.pid,
+        }
+
+
+class Publisher:
+    """Writes a set of files all or none: encode each, reserve every name, then publish them in one quick pass.
+
+    Args:
+        unique: when a name is taken, use ``name-2.ext``, ``name-3.ext``... instead of failing.
+        overwrite: replace existing files (single files only: replaced files cannot be restored, so a set
+            written with ``overwrite`` is not all-or-none).
+
+    Example:
+        >>> with Publisher() as pub:  # doctest: +SKIP
+        ...     pub.add(folder / "song__drums.wav", drums, 44100)
+        ...     pub.add(folder / "song__bass.wav", bass, 44100)
+        ...     journal(pub.reserve())  # the final paths, before any of them is visible
+        ...     paths = pub.publish()
+
+    Leaving the ``with`` block removes the temp files and claims that are left (never a published file).
+    """
+
+    def __init__(self, *, unique: bool = True, overwrite: bool = False) -> None:
+        if unique and overwrite:
+            raise InvalidArgument("a Publisher either picks unique names or overwrites, not both")
+        self._unique = unique
+        self._overwrite = overwrite
+        self._pid = os.getpid()
+        self._encoded: list[tuple[Path, Path]] = []  # (temp file, wanted path)
+        self._staged: list[Staged] = []
+        self._published: list[Path] = []
+
+    def add(
+        self,
+        path: str | os.PathLike[str],
+        audio: np.ndarray,
+        sample_rate: int,
+        *,
+        fmt: str = "wav",
+        bit_depth: int = 24,
+        position: int | None = None,
+        description: str = "",
+    ) -> None:
+        """Check the arguments and encode ``audio`` ``[C, T]`` into a temp file beside ``path`` (see
+        :func:`write_audio` for the arguments). Nothing is visible yet."""
+        if self._staged:
+            raise InvalidArgument("add every file before reserve(); the names are already reserved")
+        target, audio, rate, fmt, pos = _prepare(path, audio, sample_rate, fmt, bit_depth, position)
+        tmp = _write_temp(target, audio, rate, fmt, bit_depth, pos, description)
+        self._encoded.append((tmp, target))
+
+    def reserve(self) -> list[Staged]:
+        """Reserve a final name for every file added; returns them in the order added.
+
+        Raises:
+            AudioWriteError: a name is taken (without ``unique``), or the folder cannot be written.
+        """
+        for tmp, wanted in self._encoded[len(self._staged) :]:
+            self._staged.append(self._reserve(tmp, wanted))
+        return list(self._staged)
+
+    def _reserve(self, tmp: Path, wanted: Path) -> Staged:
+        try:
+            inode = os.stat(tmp).st_ino
+        except OSError as exc:
+            raise _write_error(exc, wanted) from None
+        if self._overwrite:
+            return Staged(wanted, tmp, None, inode, self._pid)
+        for target in _numbered(wanted) if self._unique else (wanted,):
+            try:
+                claim = _claim(target)
+            except OSError as exc:
+                raise _write_error(exc, target) from None
+            if claim is not None:
+                return Staged(target, tmp, claim, inode, self._pid)
+        if not self._unique:
+            raise AudioWriteError(f"{wanted} already exists; choose another name or allow overwriting")
+        raise AudioWriteError(
+            f"{wanted} and the next {_UNIQUE_TRIES - 1} numbered names are taken; choose another name or folder"
+        )
+
+    def publish(self, *, retry: bool = False) -> list[Path]:
+        """Publish every file under its reserved name (reserving first if needed); all or none.
+
+        Args:
+            retry: when another program created a file at a reserved name meanwhile, reserve the next free
+                name and publish there. Off when the reserved names were handed on (journaled): publishing
+                elsewhere would make them wrong, so that is an error instead.
+
+        Returns:
+            The paths published, in the order added.
+
+        Raises:
+            AudioWriteError: a file could not be published; the ones already published are removed again.
+        """
+        if self._published:
+            raise InvalidArgument("this Publisher has already published its files; use a new one")
+        self.reserve()
+        try:
+            for i, staged in enumerate(self._staged):
+                while not self._publish_one(staged):
+                    if not retry or staged.claim is None:
+                        raise AudioWriteError(
+                            f"{staged.target} was created by another program while stembridge was writing it; "
+                            f"send the request again"
+                        )
+                    _remove_quietly(staged.claim)
+                    staged = self._staged[i] = self._reserve(staged.temp, self._encoded[i][1])
+                self._published.append(staged.target)
+            for folder in sorted({p.parent for p in self._published}):
+                _sync_folder(folder)
+        except BaseException:
+            for path in self._published:
+                _remove_quietly(path)
+            self._published.clear()
+            raise
+        return list(self._published)
+
+    def _publish_one(self, staged: Staged) -> bool:
+        try:
+            return _publish(staged.temp, staged.target, self._overwrite)
+        except OSError as exc:
+            raise _write_error(exc, staged.target) from None
+
+    def close(self) -> None:
+        """Remove the temp files and claims that are left; published files stay. Safe to call twice."""
+        for tmp, _ in self._encoded:
+            _remove_quietly(tmp)
+        for staged in self._staged:
+            if staged.claim is not None:
+                _remove_quietly(staged.claim)
+        self._encoded.clear()
+        self._staged.clear()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def write_audio(
@@ -287,21 +472,15 @@ def write_audio(
         The path written.
 
     Raises:
-        AudioWriteError: the file exists, the folder is not writable, the disk is full...
+        AudioWriteError: the file exists (or another writer has reserved its name), the folder is not
+            writable, the disk is full...
         InvalidArgument: bad format, bit depth, rate, position or array.
     """
-    target, audio, rate, fmt, pos = _prepare(path, audio, sample_rate, fmt, bit_depth, position)
-    return _write_first_free(
-        target,
-        [target],
-        audio,
-        rate,
-        fmt=fmt,
-        bit_depth=bit_depth,
-        position=pos,
-        description=description,
-        overwrite=overwrite,
-    )
+    with Publisher(unique=False, overwrite=overwrite) as pub:
+        pub.add(
+            path, audio, sample_rate, fmt=fmt, bit_depth=bit_depth, position=position, description=description
+        )
+        return pub.publish()[0]
 
 
 def write_audio_unique(
@@ -316,18 +495,11 @@ def write_audio_unique(
 ) -> Path:
     """Like :func:`write_audio`, but when ``path`` exists write ``name-2.ext``, ``name-3.ext``... instead.
 
-    The name is claimed by the atomic publish itself, so two writers racing for the same name both succeed
-    under different names. Returns the path written.
+    The name is reserved before it is published, so two writers racing for the same name both succeed under
+    different names. Returns the path written.
     """
-    target, audio, rate, fmt, pos = _prepare(path, audio, sample_rate, fmt, bit_depth, position)
-    return _write_first_free(
-        target,
-        _numbered(target),
-        audio,
-        rate,
-        fmt=fmt,
-        bit_depth=bit_depth,
-        position=pos,
-        description=description,
-        overwrite=False,
-    )
+    with Publisher() as pub:
+        pub.add(
+            path, audio, sample_rate, fmt=fmt, bit_depth=bit_depth, position=position, description=description
+        )
+        return pub.publish(retry=True)[0]

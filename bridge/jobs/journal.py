@@ -2,8 +2,11 @@
 
 It lets ``status`` answer after a restart, turns a job cut off by a crash into ``failed`` with the error code
 ``interrupted`` on the next start (never silently lost), and lets the queue see that a request_id was already
-used. The database runs in WAL mode with ``synchronous=NORMAL``: a committed change survives the process being
-killed; only a power cut can lose the last moments.
+used. Right before a job publishes its files it records their planned paths (the ``plan``), so that the
+files of a job cut off in the middle of publishing can be removed on the next start: a job writes all its
+files or none. The database runs in WAL mode with ``synchronous=NORMAL``: a committed change survives the
+process being killed; only a power cut can lose the last moments (a publish plan is written with
+``synchronous=FULL``, so it survives that too).
 
 One connection is shared by the event loop (submit, status) and the worker thread (state changes), behind a
 lock.
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 INTERRUPTED = Interrupted.code  # the error code of a job the daemon stopped in the middle of
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("done", "failed", "cancelled")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the plan column
 FILE_NAME = "journal.sqlite3"
 
 _SCHEMA = """
@@ -45,6 +48,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_message TEXT    NOT NULL DEFAULT '',
     reply_host    TEXT    NOT NULL DEFAULT '',
     reply_port    INTEGER NOT NULL DEFAULT 0,
+    plan          TEXT    NOT NULL DEFAULT '[]',
     created       REAL    NOT NULL,
     updated       REAL    NOT NULL,
     PRIMARY KEY (client, request_id)
@@ -53,7 +57,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
 """
 _COLUMNS = (
     "client, request_id, kind, options, state, fraction, outputs, detail, error_code, error_message, "
-    "reply_host, reply_port, created, updated"
+    "reply_host, reply_port, created, updated, plan"
 )
 
 
@@ -75,6 +79,7 @@ class JobRecord:
     reply_port: int = 0
     created: float = 0.0
     updated: float = 0.0
+    plan: tuple[dict[str, Any], ...] = ()
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
@@ -93,6 +98,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         reply_port=int(row[11]),
         created=float(row[12]),
         updated=float(row[13]),
+        plan=tuple(json.loads(row[14])),
     )
 
 
@@ -122,11 +128,19 @@ class Journal:
                     f"upgrade stembridge or pass another --state-dir"
                 )
             self._db.executescript(_SCHEMA)
+            self._migrate(self._db, version)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(
                 f"cannot open the job journal {path}: {exc}; move the file away or pass another --state-dir"
             ) from exc
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring a journal written by an older stembridge up to this schema (its jobs are kept)."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        if "plan" not in columns:  # schema 1
+            db.execute("ALTER TABLE jobs ADD COLUMN plan TEXT NOT NULL DEFAULT '[]'")
+            log.info("upgraded the job journal %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -175,8 +189,10 @@ class Journal:
         outputs: Sequence[str] | None = None,
         detail: dict[str, Any] | None = None,
         error: tuple[str, str] | None = None,
+        plan: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        """Move a job to ``state``, with its ``outputs`` and ``detail`` or its ``(code, message)`` error."""
+        """Move a job to ``state``, with its ``outputs`` and ``detail`` or its ``(code, message)`` error, or the
+        ``plan`` of files it is about to publish (JSON objects; see :func:`bridge.jobs.leftovers.undo_publish`)."""
         sets = ["state = ?", "updated = ?"]
         params: list[Any] = [state, self._clock()]
         if fraction is not None:
@@ -191,10 +207,19 @@ class Journal:
         if error is not None:
             sets += ["error_code = ?", "error_message = ?"]
             params += [error[0], error[1]]
-        self._execute(
-            f"UPDATE jobs SET {', '.join(sets)} WHERE client = ? AND request_id = ?",
-            (*params, client, request_id),
-        )
+        if plan is not None:
+            sets.append("plan = ?")
+            params.append(json.dumps(list(plan)))
+        sql = f"UPDATE jobs SET {', '.join(sets)} WHERE client = ? AND request_id = ?"
+        if plan is None:
+            self._execute(sql, (*params, client, request_id))
+            return
+        # The files appear right after this: make the plan survive a power cut too, not only a killed process.
+        self._execute("PRAGMA synchronous=FULL")
+        try:
+            self._execute(sql, (*params, client, request_id))
+        finally:
+            self._execute("PRAGMA synchronous=NORMAL")
 
     def get(self, client: str, request_id: str) -> JobRecord | None:
         row = self._execute(
@@ -205,18 +230,19 @@ class Journal:
     def recover(self) -> list[JobRecord]:
         """Mark every job left ``queued`` or ``running`` by a previous run as failed (``interrupted``).
 
+        A job that had recorded a publish plan was cut off while publishing its files; the daemon removes the
+        ones it had published (:func:`bridge.jobs.leftovers.undo_publish`), and the message says so.
+
         Returns:
-            Those jobs as now recorded, so the daemon can tell their clients.
+            Those jobs as now recorded (with their plans), so the daemon can clean up and tell their clients.
         """
         rows = self._execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created"
+            f"SELECT {_COLUMNS} FROM jobs WHERE state IN {ACTIVE_STATES} ORDER BY created"
         ).fetchall()
         cut = []
         for rec in map(_record, rows):
-            error = (
-                INTERRUPTED,
-                f"the daemon stopped while this job was {rec.state}; send the request again",
-            )
+            doing = "writing its files (the files it had written were removed)" if rec.plan else rec.state
+            error = (INTERRUPTED, f"the daemon stopped while this job was {doing}; send the request again")
             self.update(rec.client, rec.request_id, "failed", error=error)
             cut.append(replace(rec, state="failed", error_code=error[0], error_message=error[1]))
         if cut:

@@ -7,8 +7,9 @@ cancelled queued job); the server turns them into OSC replies. Every job that :m
 accepts ends in exactly one ``done`` or ``error`` event.
 
 Cancel stops a queued job at once and a running one at its next chunk: the progress callback that the runner
-calls between chunks raises :class:`bridge.errors.Cancelled`. A cancel that arrives after the last chunk (the
-final ``1.0`` progress) is too late: the job ends ``done``.
+calls between chunks raises :class:`bridge.errors.Cancelled`, and so does the publish hook that the runner
+calls right before its files appear (after journaling their planned paths otherwise). A cancel that arrives
+after that is too late: the job ends ``done``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.engines.base import ProgressCallback
 from bridge.errors import Busy, Cancelled, StembridgeError
 from bridge.jobs.journal import JobRecord, Journal
-from bridge.jobs.spec import JobSpec, Outcome, Runner
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook, Runner
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +274,7 @@ class JobQueue:
         self._emit(JobEvent("progress", job.request_id, job.reply, 0.0, "started"))
         callback, flush = self._progress_callback(job)
         try:
-            outcome: Outcome = self._runner(job.spec, callback)
+            outcome: Outcome = self._runner(job.spec, callback, self._publish_hook(job))
         except Cancelled as exc:
             self._finish(job, "cancelled", code=exc.code, message=exc.message)
         except StembridgeError as exc:
@@ -288,6 +290,15 @@ class JobQueue:
         else:
             flush()
             self._finish(job, "done", paths=tuple(outcome.paths), detail=outcome.detail)
+
+    def _publish_hook(self, job: _Job) -> PublishHook:
+        def hook(plan: list[dict[str, Any]]) -> None:
+            if job.cancel_reason is not None:
+                raise Cancelled(job.cancel_reason)
+            # unlike _record, a journal that fails here fails the job: its files must not appear unrecorded
+            self._journal.update(job.client, job.request_id, "running", plan=plan)
+
+        return hook
 
     def _progress_callback(self, job: _Job) -> tuple[ProgressCallback, Callable[[], None]]:
         last_sent = -float("inf")

@@ -1,32 +1,51 @@
 """Turn a :class:`JobSpec` into a call of the file-level pipeline (the same functions the CLI calls).
 
-The pipeline, and through it the engines, is imported on the first job, never when the daemon starts.
+The pipeline, and through it the engines, is imported on the first job, never when the daemon starts. The
+daemon's runner also hands the pipeline the queue's publish hook (so the planned files are journaled before
+they appear) and its separation cache.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import InvalidArgument
-from bridge.jobs.spec import JobSpec, Outcome, Runner
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook, Runner
+
+if TYPE_CHECKING:
+    from bridge.audio.writer import Staged
+    from bridge.jobs.cache import ResultCache
 
 
-def pipeline_runner(settings: Settings) -> Runner:
-    """A :data:`Runner` that runs jobs with ``settings``' engine and models folder."""
+def pipeline_runner(settings: Settings, cache: ResultCache | None = None) -> Runner:
+    """A :data:`Runner` that runs jobs with ``settings``' engine and models folder, and ``cache`` for
+    separations."""
 
-    def run(spec: JobSpec, progress: ProgressCallback) -> Outcome:
-        return run_job(spec, settings, progress)
+    def run(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook) -> Outcome:
+        return run_job(spec, settings, progress, on_publish, cache)
 
     return run
 
 
-def run_job(spec: JobSpec, settings: Settings, progress: ProgressCallback) -> Outcome:
-    """Run one validated job; raises what the pipeline raises (``Cancelled`` from ``progress`` included)."""
+def run_job(
+    spec: JobSpec,
+    settings: Settings,
+    progress: ProgressCallback,
+    on_publish: PublishHook | None = None,
+    cache: ResultCache | None = None,
+) -> Outcome:
+    """Run one validated job; raises what the pipeline raises (``Cancelled`` from ``progress`` or
+    ``on_publish`` included)."""
     from bridge import pipeline
     from bridge.audio.timing import TimeSignature
     from bridge.engines.base import GenerateSpec
+
+    def publishing(planned: list[Staged]) -> None:
+        if on_publish is not None:
+            on_publish([staged.to_dict() for staged in planned])
 
     o = spec.options
     options = pipeline.OutputOptions(
@@ -44,10 +63,12 @@ def run_job(spec: JobSpec, settings: Settings, progress: ProgressCallback) -> Ou
             Path(o["path"]),
             options,
             stems=o.get("stems"),
+            cache=cache,
             engine=engine,
             model=model,
             models_dir=models_dir,
             progress=progress,
+            on_publish=publishing,
         )
     elif spec.kind == "generate":
         gen = GenerateSpec(
@@ -68,6 +89,7 @@ def run_job(spec: JobSpec, settings: Settings, progress: ProgressCallback) -> Ou
             models_dir=models_dir,
             match_loudness=bool(o.get("match_loudness", True)),
             progress=progress,
+            on_publish=publishing,
         )
     elif spec.kind == "vary":
         result = pipeline.vary_file(
@@ -83,6 +105,7 @@ def run_job(spec: JobSpec, settings: Settings, progress: ProgressCallback) -> Ou
             model=model,
             models_dir=models_dir,
             progress=progress,
+            on_publish=publishing,
         )
     else:
         raise InvalidArgument(f"unknown job kind {spec.kind!r}; expected separate, generate or vary")

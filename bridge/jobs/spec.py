@@ -48,5 +48,11 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-# Runs one job to the end, calling the progress callback between chunks; Cancelled raised there stops it.
-Runner = Callable[[JobSpec, ProgressCallback], Outcome]
+# Called by a job right before it publishes its files, with the planned files as JSON objects (see
+# bridge.audio.writer.Staged.to_dict); the queue journals them. Raising stops the job before anything is
+# visible (Cancelled when a cancel came in meanwhile).
+PublishHook = Callable[[list[dict[str, Any]]], None]
+
+# Runs one job to the end, calling the progress callback between chunks (Cancelled raised there stops it) and
+# the publish hook before its files appear.
+Runner = Callable[[JobSpec, ProgressCallback, PublishHook], Outcome]

@@ -5,8 +5,12 @@ requests, cancels the running job at its next chunk (and the queued ones at once
 flushes the journal, withdraws the mDNS advertisement and removes the port file. :class:`DaemonThread` runs the
 same daemon on a background thread, for tests, benchmarks and embedding.
 
-On start, jobs that a crash cut off are reported failed (``interrupted``) and the temp files they left in their
-output folders are removed (:mod:`bridge.jobs.leftovers`).
+On start, jobs that a crash cut off are reported failed (``interrupted``): the files of a job cut off while
+publishing are removed (its journaled plan says which), and the temp files and claims that dead writers left in
+the output folders of those jobs are removed (:mod:`bridge.jobs.leftovers`).
+
+Separations are served from a content-hash cache in ``<state_dir>/cache`` when the same audio was separated
+the same way before (:mod:`bridge.jobs.cache`; ``cache_max_mb`` bounds it, 0 turns it off).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from typing import IO, Any
 from bridge import __version__
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.jobs.cache import ResultCache
 from bridge.jobs.journal import FILE_NAME as JOURNAL_FILE
 from bridge.jobs.journal import JobRecord, Journal
-from bridge.jobs.leftovers import remove_temp_files
+from bridge.jobs.leftovers import remove_temp_files, undo_publish
 from bridge.jobs.queue import JobEvent, JobQueue, ReplyTo
 from bridge.jobs.runner import pipeline_runner
 from bridge.jobs.spec import Runner
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PORT_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
+CACHE_DIR = "cache"
 JOURNAL_MAX_AGE_S = 30 * 24 * 3600.0
 
 
@@ -105,7 +111,19 @@ def discovery_wanted(settings: Settings, discovery: bool | None) -> bool:
 
 
 def _remove_leftovers(cut_off: list[JobRecord]) -> None:
-    folders = [Path(rec.options["out"]) for rec in cut_off if isinstance(rec.options.get("out"), str)]
+    for rec in cut_off:
+        if rec.plan:
+            unpublished = undo_publish(rec.plan)
+            log.warning(
+                "job %r was cut off while publishing its files; removed the %d it had published%s",
+                rec.request_id,
+                len(unpublished),
+                "".join(f"\n  {p}" for p in unpublished),
+            )
+    folders = {Path(rec.options["out"]) for rec in cut_off if isinstance(rec.options.get("out"), str)}
+    folders |= {
+        Path(item["path"]).parent for rec in cut_off for item in rec.plan if isinstance(item.get("path"), str)
+    }
     removed = remove_temp_files(folders)
     if removed:
         log.warning(
@@ -178,7 +196,7 @@ class Daemon:
         _remove_leftovers(cut_off)
         self._journal.prune(JOURNAL_MAX_AGE_S)
         self._queue = JobQueue(
-            self._runner or pipeline_runner(self.settings),
+            self._runner or pipeline_runner(self.settings, self._cache()),
             self._journal,
             self._on_job_event,
             max_pending=self.settings.queue_size,
@@ -220,6 +238,12 @@ class Daemon:
                 token_required=bool(self.settings.token),
             )
             await self.advertiser.start()
+
+    def _cache(self) -> ResultCache | None:
+        max_mb = self.settings.cache_max_mb
+        if max_mb <= 0:
+            return None
+        return ResultCache(self.settings.state_dir / CACHE_DIR, max_mb << 20)
 
     async def _bind(self, handler: RequestHandler) -> None:
         loop = asyncio.get_running_loop()
