@@ -194,6 +194,9 @@ def _progress(args: argparse.Namespace, label: str) -> Any:
 
 
 def _report(args: argparse.Namespace, result: Any) -> None:
+    if not args.quiet:
+        for warning in result.info.get("warnings", []):
+            print(f"stembridge {result.command}: note: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=None))
         return
@@ -388,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"stembridge {args.command}: interrupted; no partial files were left", file=sys.stderr)
+        print(f"stembridge {args.command}: interrupted; files being written were discarded", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -61,3 +61,21 @@ def split_source(stem_of_file: str) -> tuple[str, str | None]:
     if len(parts) >= 2 and parts[0] and parts[1]:
         return parts[0], parts[1]
     return stem_of_file, None
+
+
+_TEMPO = re.compile(r"__(\d+(?:\.\d+)?)bpm__(\d+)bars(?:__|$)")
+
+
+def parse_tempo(stem_of_file: str) -> tuple[float | None, int | None]:
+    """The bpm and bars a stembridge file name states, or ``(None, None)``.
+
+    Example:
+        >>> parse_tempo("song__bass__87bpm__4bars__v1")
+        (87.0, 4)
+        >>> parse_tempo("my loop")
+        (None, None)
+    """
+    match = _TEMPO.search(stem_of_file)
+    if match is None:
+        return None, None
+    return float(match.group(1)), int(match.group(2))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from bridge import __version__
 from bridge.audio import io as audio_io
+from bridge.audio.bwf import read_bext
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.post import finish, fit_length
 from bridge.audio.tempo import infer_grid
@@ -32,15 +33,18 @@ from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
-from bridge.naming import output_name, safe_name, split_source
+from bridge.naming import output_name, parse_tempo, safe_name, split_source
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_RATE = 44100
 FORMATS = {"wav": "wav", "aiff": "aif"}
 # How far below the context's loudness each generated part sits, in LU: a part, not a second mix.
-PART_OFFSET_LU = {"bass": 6.0, "drums": 4.0, "keys": 8.0, "pad": 10.0, "lead": 7.0}
-DEFAULT_PART_OFFSET_LU = 6.0
+PART_OFFSET_LU = {"bass": 3.0, "drums": 2.0, "keys": 6.0, "pad": 8.0, "lead": 5.0}
+DEFAULT_PART_OFFSET_LU = 4.0
+# The most audio one request may render (all its takes together): bounds memory and time. 20 minutes is
+# 256 bars of 4/4 at 100 bpm, twice; or 8 bars at 120 bpm, 75 times.
+MAX_RENDER_SECONDS = 20 * 60
 
 # Told the planned files (final paths reserved, nothing visible yet) right before a job publishes them;
 # raising stops the job, and nothing appears.
@@ -76,6 +80,10 @@ class OutputOptions:
             )
         if self.position is not None and (not np.isfinite(self.position) or self.position < 0):
             raise InvalidArgument(f"position must be 0 or more seconds, got {self.position}")
+        if self.position is not None and self.fmt != "wav":
+            raise InvalidArgument(
+                "a position is stored only in WAV files (the BWF time reference); use --format wav or drop --position"
+            )
 
 
 @dataclass
@@ -123,6 +131,35 @@ def _to_engine_rate(audio: np.ndarray, sample_rate: int, engine: Engine) -> tupl
     if engine.sample_rate and engine.sample_rate != sample_rate:
         return audio_io.resample(audio, sample_rate, engine.sample_rate), engine.sample_rate
     return audio, sample_rate
+
+
+def _check_render_length(seconds: float, takes: int, what: str) -> None:
+    total = seconds * takes
+    if total > MAX_RENDER_SECONDS:
+        raise InvalidArgument(
+            f"{what} would render {_clock(total)} of audio ({takes} x {_clock(seconds)}), more than the "
+            f"{_clock(MAX_RENDER_SECONDS)} one request may make; ask for fewer bars or variations"
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def _inherit_position(options: OutputOptions, path: Path) -> OutputOptions:
+    """Keep a WAV input's BWF time reference on its results, unless a position was asked for."""
+    if (
+        options.position is not None
+        or options.fmt != "wav"
+        or Path(path).suffix.lower() not in (".wav", ".bwf")
+    ):
+        return options
+    bext = read_bext(path)
+    if not bext or not bext.get("time_reference"):
+        return options
+    rate = audio_io.probe_sample_rate(path)
+    return replace(options, position=int(bext["time_reference"]) / rate)
 
 
 def _write_all(
@@ -181,8 +218,11 @@ def separate_file(
     """
     report = Progress(progress)
     eng = _engine(engine, "separate", model, models_dir)
-    wanted = [s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()]
+    if stems is not None and not [s for s in stems if s.strip()]:
+        raise InvalidArgument(f"no stems named; pick some of: {', '.join(eng.separate_stems)}")
+    wanted = list(dict.fromkeys(s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()))
     eng.require_stems("separate", wanted)
+    options = _inherit_position(options, Path(path))
     digest = file_digest(Path(path)) if cache is not None else None
     audio, sample_rate = audio_io.read_audio(path)
     report(0.02, "read")
@@ -199,6 +239,15 @@ def separate_file(
         stems_out = _separate(eng, audio, sample_rate, wanted, report.sub(0.05, 0.9))
         if cache is not None and key is not None:
             cache.put(key, {stem: stems_out[stem] for stem in wanted}, sample_rate)
+    info: dict[str, Any] = {"source": str(path), "cached": cached}
+    peak = max(float(np.max(np.abs(stems_out[stem]))) for stem in wanted)
+    if peak > 1.0 and options.bit_depth != 32:
+        # Stems of a mix above 0 dBFS would clip in integer PCM and no longer sum to the mix.
+        options = replace(options, bit_depth=32)
+        info["warnings"] = [
+            f"the stems peak at {20 * np.log10(peak):+.1f} dBFS, so they were written as 32-bit float "
+            "to keep them unclipped"
+        ]
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
@@ -207,7 +256,6 @@ def separate_file(
         items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})", on_publish
     )
     report(1.0, "cache" if cached else "done")
-    info = {"source": str(path), "cached": cached}
     return Result("separate", eng.name, eng.model_name, outputs, info)
 
 
@@ -268,7 +316,13 @@ def generate_files(
     report = Progress(progress)
     eng = _engine(engine, "generate", model, models_dir)
     eng.require_stems("generate", [spec.stem])
+    _check_render_length(
+        spec.grid(DEFAULT_SAMPLE_RATE).samples_for_bars(spec.bars) / DEFAULT_SAMPLE_RATE,
+        spec.variations,
+        f"{spec.bars} bars of {spec.time_signature} at {spec.bpm:g} bpm",
+    )
     if context_paths:
+        options = _inherit_position(options, Path(context_paths[0]))
         context, sample_rate = load_context(context_paths, options.sample_rate)
         source = split_source(Path(context_paths[0]).stem)[0]
     else:
@@ -338,7 +392,11 @@ def vary_file(
     if not 0.0 <= float(strength) <= 1.0:
         raise InvalidArgument(f"strength must be between 0 and 1, got {strength}")
     eng = _engine(engine, "vary", model, models_dir)
-    audio, sample_rate = audio_io.read_audio(path)
+    if bpm is None and bars is None:
+        bpm, bars = parse_tempo(Path(path).stem)  # our own results say their tempo in their names
+    options = _inherit_position(options, Path(path))
+    audio, sample_rate = audio_io.read_audio(path, options.sample_rate)
+    _check_render_length(audio.shape[-1] / sample_rate, int(variations), f"{variations} variations of {path}")
     report(0.03, "read")
     ts = time_signature or TimeSignature()
     grid: Grid = infer_grid(audio, sample_rate, bpm, bars, ts)

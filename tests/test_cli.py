@@ -306,3 +306,157 @@ def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     if exe is not None:
         version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
         assert version.stdout.startswith("stembridge ")
+
+
+# --- edge cases a reviewer found ------------------------------------------------------------------------------
+
+
+def test_render_length_is_bounded(capsys: pytest.CaptureFixture[str], out_dir: Path) -> None:
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--stem",
+        "pad",
+        "--bpm",
+        "20",
+        "--bars",
+        "256",
+        "--variations",
+        "2",
+        "--out",
+        str(out_dir),
+    )
+    assert code == 2 and "would render 102:24 of audio" in err and "fewer bars or variations" in err
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--stem",
+        "pad",
+        "--bpm",
+        "120",
+        "--bars",
+        "4",
+        "--time-signature",
+        "32/1",
+        "--out",
+        str(out_dir),
+    )
+    assert code == 2 and "lasts 128 quarter notes" in err
+    assert files_in(out_dir) == []
+
+
+def test_hot_mix_gives_float_stems_that_still_sum(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, song_mix: np.ndarray
+) -> None:
+    hot = tmp_path / "hot.wav"
+    sf.write(hot, (song_mix * 1.6).T, synth.SR, subtype="FLOAT")
+    code, out, err = run(capsys, "separate", str(hot), "--out", str(tmp_path / "o"), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert "32-bit float" in result["warnings"][0] and "32-bit float" in err
+    total = 0
+    for o in result["outputs"]:
+        assert sf.info(o["path"]).subtype == "FLOAT"
+        total = total + sf.read(o["path"], dtype="float32", always_2d=True)[0].T
+    assert np.max(np.abs(total - song_mix * 1.6)) < 1e-4
+
+
+def test_vary_at_another_rate_is_bar_exact(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    loop = tmp_path / "loop48.wav"
+    n48 = Grid(97, TimeSignature(4, 4), 48000).samples_for_bars(3)
+    t = np.arange(n48) / 48000
+    sf.write(loop, (0.3 * np.sin(2 * np.pi * 110 * t)).astype(np.float32), 48000)
+    code, out, _ = run(
+        capsys,
+        "vary",
+        str(loop),
+        "--bpm",
+        "97",
+        "--bars",
+        "3",
+        "--samplerate",
+        "44100",
+        "--variations",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+    )
+    assert code == 0
+    for o in json.loads(out)["outputs"]:
+        info = sf.info(o["path"])
+        assert info.samplerate == 44100 and info.frames == Grid(
+            97, TimeSignature(4, 4), 44100
+        ).samples_for_bars(3)
+
+
+def test_input_position_carries_over_to_results(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, song_mix: np.ndarray
+) -> None:
+    from bridge.audio.writer import write_audio
+
+    placed = write_audio(tmp_path / "placed.wav", song_mix, synth.SR, position=551250)
+    code, out, _ = run(
+        capsys,
+        "separate",
+        str(placed),
+        "--stems",
+        "bass",
+        "--samplerate",
+        "48000",
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+    )
+    assert code == 0
+    bext = read_bext(Path(json.loads(out)["outputs"][0]["path"]))
+    assert bext is not None and bext["time_reference"] == 600000  # 12.5 s at 48 kHz
+    code, out, _ = run(
+        capsys, "vary", str(placed), "--bpm", "120", "--bars", "4", "--out", str(tmp_path / "v"), "--json"
+    )
+    assert code == 0
+    bext = read_bext(Path(json.loads(out)["outputs"][0]["path"]))
+    assert bext is not None and bext["time_reference"] == 551250
+
+
+def test_stem_lists_are_checked(capsys: pytest.CaptureFixture[str], song_file: Path, out_dir: Path) -> None:
+    code, _, err = run(capsys, "separate", str(song_file), "--stems", ",", "--out", str(out_dir))
+    assert code == 2 and "no stems named; pick some of: drums, bass, vocals, other" in err
+    code, out, _ = run(
+        capsys, "separate", str(song_file), "--stems", "drums,Drums", "--out", str(out_dir), "--json"
+    )
+    assert code == 0 and len(json.loads(out)["outputs"]) == 1
+
+
+def test_vary_reads_tempo_from_our_own_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    n = Grid(87, TimeSignature(4, 4), synth.SR).samples_for_bars(4)
+    loop, _ = synth.drum_loop(87, 4)
+    named = tmp_path / "song__drums__87bpm__4bars__v1.wav"
+    sf.write(named, 0.5 * loop[:n], synth.SR)
+    code, out, _ = run(
+        capsys, "vary", str(named), "--variations", "1", "--out", str(tmp_path / "o"), "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["bpm"] == 87 and result["bars"] == 4
+    assert Path(result["outputs"][0]["path"]).name == "song__drums-var__87bpm__4bars__v1.wav"
+
+
+def test_position_needs_wav(capsys: pytest.CaptureFixture[str], out_dir: Path) -> None:
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--stem",
+        "bass",
+        "--bpm",
+        "120",
+        "--bars",
+        "2",
+        "--format",
+        "aiff",
+        "--position",
+        "2",
+        "--out",
+        str(out_dir),
+    )
+    assert code == 2 and "use --format wav" in err

@@ -165,6 +165,14 @@ def read_audio(
     return audio, int(rate)
 
 
+def probe_sample_rate(path: str | os.PathLike[str]) -> int:
+    """The sample rate of an audio file, from its header (nothing is decoded)."""
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except (sf.SoundFileError, RuntimeError, OSError) as exc:
+        raise AudioReadError(f"cannot read {path}: {exc}; check the file") from None
+
+
 def _resample_filter(up: int, down: int) -> np.ndarray:
     most = max(up, down)
     taps = 2 * _ZERO_CROSSINGS * most + 1

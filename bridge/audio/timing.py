@@ -17,6 +17,7 @@ from bridge.errors import InvalidArgument
 BPM_RANGE = (20.0, 400.0)
 BARS_RANGE = (1, 256)
 _DENOMINATORS = (1, 2, 4, 8, 16)
+MAX_QUARTERS_PER_BAR = 16
 
 
 def check_bpm(bpm: float) -> float:
@@ -58,6 +59,11 @@ class TimeSignature:
             raise InvalidArgument(
                 f"time signature denominator must be one of 1, 2, 4, 8, 16, got {self.denominator} "
                 f"(write it like 4/4 or 6/8)"
+            )
+        if self.quarters_per_bar > MAX_QUARTERS_PER_BAR:
+            raise InvalidArgument(
+                f"a bar of {self.numerator}/{self.denominator} lasts {float(self.quarters_per_bar):g} quarter notes; "
+                f"bars of up to {MAX_QUARTERS_PER_BAR} quarter notes are supported (e.g. 16/4 or 32/8)"
             )
 
     @classmethod
