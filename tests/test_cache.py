@@ -108,12 +108,12 @@ def test_a_hit_writes_files_as_the_request_asks_identical_to_an_uncached_run(tmp
     engine = SplitEngine()
     seen: list[tuple[float, str]] = []
     first = separate_file(song, OutputOptions(tmp_path / "a", bit_depth=32), engine=engine, cache=cache)
-    other = OutputOptions(tmp_path / "b", fmt="aiff", bit_depth=24, sample_rate=11025, position=2.0)
+    other = OutputOptions(tmp_path / "b", fmt="aiff", bit_depth=24, sample_rate=11025)
     hit = separate_file(song, other, engine=engine, cache=cache, progress=lambda f, s: seen.append((f, s)))
     assert engine.calls == 1 and (first.info["cached"], hit.info["cached"]) == (False, True)
     assert ("cache" in [s for _, s in seen]) and seen[-1][0] == 1.0
     uncached = separate_file(
-        song, OutputOptions(tmp_path / "c", "aiff", 24, 11025, 2.0), engine=SplitEngine()
+        song, OutputOptions(tmp_path / "c", "aiff", 24, 11025), engine=SplitEngine()
     )
     for a, b in zip(hit.outputs, uncached.outputs, strict=True):
         assert a.path.suffix == ".aif" and sf.info(str(a.path)).samplerate == 11025 == a.sample_rate
