@@ -8,7 +8,9 @@
    and is discarded, then the best of ``--repeat`` runs each, interleaved. Target: daemon / in-process <= 1.10.
 
 The daemon runs as ``python -m bridge.cli serve`` in a process of its own (as users run it), with discovery off,
-in a temporary folder. Usage::
+in a temporary folder, and with its separation cache off (``STEMBRIDGE_CACHE_MAX_MB=0``): the same song is
+separated every run, and a cache hit would skip the engine, so the comparison would no longer measure the
+separation. A run that still reports the ``cache`` stage stops the benchmark. Usage::
 
     python bench/bench_daemon.py
     python bench/bench_daemon.py --rate 500 --seconds 5 --song 30 --repeat 5
@@ -57,6 +59,7 @@ def start_daemon(work: Path) -> tuple[subprocess.Popen[bytes], Endpoint]:
     cmd += ["--state-dir", str(state), "--out", str(work / "renders"), "--models-dir", str(work / "models")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEMBRIDGE_")}
     env["STEMBRIDGE_CONFIG"] = str(work / "no-config.toml")
+    env["STEMBRIDGE_CACHE_MAX_MB"] = "0"  # every run separates: see the module doc
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while (info := read_port_file(state) or {}).get("pid") != proc.pid:
@@ -123,14 +126,23 @@ def bench_separate(endpoint: Endpoint, work: Path, seconds: float, repeat: int) 
         for run in range(repeat + 1):  # run 0 warms both up and is discarded
             marks: dict[str, float] = {}
 
-            def mark(fraction: float, stage: str, marks: dict[str, float] = marks) -> None:
+            stages: set[str] = set()
+
+            def mark(
+                fraction: float, stage: str, marks: dict[str, float] = marks, stages: set[str] = stages
+            ) -> None:
                 marks.setdefault("started", time.perf_counter())
+                stages.add(stage)
                 if fraction >= 1.0:
                     marks["last"] = time.perf_counter()
 
             start = time.perf_counter()
             result = client.run("separate", [str(song)], {"out": f"daemon-{run}"}, on_progress=mark)
             end = time.perf_counter()
+            if "cache" in stages:
+                raise SystemExit(
+                    "the daemon served the separation from its cache; the benchmark needs it off"
+                )
             if run:
                 through_daemon.append(end - start)
                 fixed.append((marks["started"] - start) + (end - marks["last"]))
@@ -143,7 +155,10 @@ def bench_separate(endpoint: Endpoint, work: Path, seconds: float, repeat: int) 
                 in_process.append(time.perf_counter() - start)
             assert len(local.outputs) == 4
     best_d, best_p = min(through_daemon), min(in_process)
-    print(f"separate {seconds:g} s stereo 44.1 kHz, built-in engine, best of {repeat} (first run discarded):")
+    print(
+        f"separate {seconds:g} s stereo 44.1 kHz, built-in engine, cache off, best of {repeat} "
+        f"(first run discarded):"
+    )
     print(f"  through the daemon: {best_d:.3f} s (all: {', '.join(f'{t:.3f}' for t in through_daemon)})")
     print(f"  in-process:         {best_p:.3f} s (all: {', '.join(f'{t:.3f}' for t in in_process)})")
     ratio = best_d / best_p

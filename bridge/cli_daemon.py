@@ -114,7 +114,11 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
         metavar="F",
         help="write the result as JSON to F (atomically) and progress lines to F.progress",
     )
-    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object; a job\'s files as "outputs": [{"stem", "path", "variation"}] and "paths"',
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
 
     def op(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
@@ -333,6 +337,7 @@ def _request(client: Any, args: argparse.Namespace, rid: str, result_file: Any) 
     if op in ("status", "cancel"):
         state = client.status(args.job_id) if op == "status" else client.cancel(args.job_id)
         return dict(state.to_dict())
+    from bridge.client import outputs_payload
     from bridge.progressbar import ProgressBar
 
     bar = ProgressBar(op, enabled=not (args.quiet or args.json))
@@ -353,7 +358,7 @@ def _request(client: Any, args: argparse.Namespace, rid: str, result_file: Any) 
         )
     finally:
         bar.close()
-    return {"outputs": result.paths}
+    return outputs_payload(result.paths)
 
 
 def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
@@ -379,9 +384,9 @@ def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
         if "error" in payload:
             line += f": {payload['error']['message']} ({payload['error']['code']})"
         print(line)
-        for path in payload.get("outputs", []):
+        for path in payload.get("paths", []):
             print(f"  {path}")
     else:
-        for path in payload["outputs"]:
+        for path in payload["paths"]:
             print(path)
     sys.stdout.flush()

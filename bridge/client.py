@@ -6,6 +6,10 @@ the daemon answers. While a job runs, a ``status`` request goes out whenever the
 while, which also makes up for a lost ``done`` datagram; a daemon that stops answering is reported as such.
 
 :class:`ResultFile` writes the outcome where scripts without sockets (Reaper's Lua) can poll for it.
+
+The daemon replies with paths only (``/stembridge/done``); :func:`describe_output` reads the stem and the
+variation back from the file name, so that ``stembridge request ... --json`` prints its outputs in the shape
+``stembridge separate --json`` does.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -65,7 +70,7 @@ class JobState:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"request_id": self.request_id, "state": self.state, "fraction": self.fraction}
         if self.state == "done":
-            d["outputs"] = list(self.paths)
+            d.update(outputs_payload(self.paths))
         if self.state == "failed":
             d["error"] = {"code": self.code, "message": self.message}
         return d
@@ -75,6 +80,47 @@ class JobState:
 class JobResult:
     request_id: str
     paths: list[str] = field(default_factory=list)
+
+
+_NUMBERED = re.compile(r"^(.+)-(\d+)$")  # what the writer makes of a taken name: name-2.wav
+_VARIATION = re.compile(r"^v(\d+)$")
+_BARS = re.compile(r"^\d+bars$")
+_BPM = re.compile(r"^\d+(\.\d+)?bpm$")
+
+
+def describe_output(path: str) -> dict[str, Any]:
+    """``{"stem", "path", "variation"}`` for a file the daemon wrote, read from its name.
+
+    Names are ``<source>__<stem>[__<bpm>bpm__<bars>bars][__v<k>].<ext>`` (:func:`bridge.naming.output_name`),
+    with ``-<n>`` added when the name was taken. They are read from the right, so a source name holding ``__``
+    does not confuse them. ``stem`` is None for a name that does not follow the pattern; ``variation`` is None
+    for a separated stem.
+
+    Example:
+        >>> describe_output("/r/My_Song__bass__120bpm__8bars__v2-3.wav")
+        {'stem': 'bass', 'path': '/r/My_Song__bass__120bpm__8bars__v2-3.wav', 'variation': 2}
+    """
+    name = re.split(r"[/\\]", path)[-1]
+    base = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    parts = base.split("__")
+    numbered = _NUMBERED.match(parts[-1])
+    if numbered and len(parts) > 1:
+        parts[-1] = numbered.group(1)
+    variation: int | None = None
+    if len(parts) > 2 and (match := _VARIATION.match(parts[-1])):
+        variation = int(match.group(1))
+        parts.pop()
+    for pattern in (_BARS, _BPM):
+        if len(parts) > 2 and pattern.match(parts[-1]):
+            parts.pop()
+    stem = parts[-1] if len(parts) > 1 and parts[-1] else None
+    return {"stem": stem, "path": path, "variation": variation}
+
+
+def outputs_payload(paths: Sequence[str]) -> dict[str, Any]:
+    """What ``stembridge request`` reports about a done job's files: ``outputs`` as ``stembridge separate --json``
+    has them (:func:`describe_output`), and ``paths``, the same files as plain strings for simple scripts."""
+    return {"outputs": [describe_output(p) for p in paths], "paths": list(paths)}
 
 
 def new_request_id() -> str:

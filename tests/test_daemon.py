@@ -32,7 +32,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from bridge.cli_daemon import add_commands
 from bridge.client import Client, Endpoint, locate
 from bridge.config import Settings
-from bridge.engines.base import ProgressCallback
+from bridge.engines.base import ProgressCallback, engine_names
 from bridge.errors import (
     Busy,
     Cancelled,
@@ -317,7 +317,7 @@ def peer(daemon: DaemonThread) -> Iterator[OscPeer]:
 def test_ping_replies_to_the_reply_port_not_the_sender(daemon: DaemonThread, peer: OscPeer) -> None:
     peer.request(protocol.PING, "p1")
     address, args = peer.wait_for("p1", protocol.PONG)
-    assert args == ["p1", "0.1.0", "builtin"]
+    assert args == ["p1", "0.1.0", *engine_names()] and "builtin" in args
     peer.sender.send_message(protocol.PING, [float(peer.reply_port), 2.0])  # Pd: every number a float
     assert peer.wait_for("2", protocol.PONG)[1][0] == "2"
 
@@ -556,15 +556,31 @@ def test_request_command_with_result_file(
     assert handler(args) == 0
     payload = json.loads(result.read_text())
     assert payload["status"] == "done" and payload["request_id"] == "cli-1"
-    assert [Path(p).name for p in payload["outputs"]] == ["My_Song__drums.wav", "My_Song__bass.wav"]
-    assert all(Path(p).parent.name == "takes" and Path(p).is_file() for p in payload["outputs"])
+    paths = payload["paths"]
+    assert [Path(p).name for p in paths] == ["My_Song__drums.wav", "My_Song__bass.wav"]
+    assert all(Path(p).parent.name == "takes" and Path(p).is_file() for p in paths)
+    # the shape `stembridge separate --json` prints: stem, path, variation per file
+    assert payload["outputs"] == [
+        {"stem": "drums", "path": paths[0], "variation": None},
+        {"stem": "bass", "path": paths[1], "variation": None},
+    ]
     lines = (tmp_path / "result.json.progress").read_text().splitlines()
     assert lines[0] == "0.000 queued 0" and lines[-1] == "1.000 done"
-    assert capsys.readouterr().out.split() == payload["outputs"]
+    assert capsys.readouterr().out.split() == paths
 
     args, handler = cli("request", "status", "cli-1", "--port", port, "--json")
     assert handler(args) == 0
-    assert json.loads(capsys.readouterr().out)["state"] == "done"
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "done" and status["outputs"] == payload["outputs"] and status["paths"] == paths
+
+    flags = "--stem bass --bpm 120 --bars 2 --variations 2 --seed 4 --out takes --json".split()
+    args, handler = cli("request", "generate", *flags, "--port", port, "--result-file", str(result))
+    assert handler(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    names = [Path(p).name for p in printed["paths"]]
+    assert names == [f"generated__bass__120bpm__2bars__v{k}.wav" for k in (1, 2)]
+    assert [(o["stem"], o["variation"]) for o in printed["outputs"]] == [("bass", 1), ("bass", 2)]
+    assert {k: v for k, v in json.loads(result.read_text()).items() if k in printed} == printed
 
     args, handler = cli(
         "request", "vary", str(tmp_path / "nope.wav"), "--port", port, "--result-file", str(result)
@@ -614,7 +630,8 @@ def test_oscsend_and_oscdump_round_trip(daemon: DaemonThread, song: tuple[Path, 
         dump.wait()
     # oscdump prints "<timetag> <address> <types> <values>"; the timetag varies
     seen = [line.split(" ", 1)[1] for line in lines if " /stembridge/" in line]
-    assert '/stembridge/pong sss "liblo-1" "0.1.0" "builtin"' in seen
+    engines = " ".join(f'"{name}"' for name in engine_names())
+    assert f'/stembridge/pong ss{"s" * len(engine_names())} "liblo-1" "0.1.0" {engines}' in seen
     assert '/stembridge/accepted si "liblo-2" 0' in seen
     done = [line for line in seen if line.startswith("/stembridge/done")]
     assert len(done) == 1 and done[0].startswith('/stembridge/done ss "liblo-2" "/')

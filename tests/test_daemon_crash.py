@@ -346,8 +346,10 @@ def test_request_exit_codes_and_result_files(scripted: DaemonThread, tmp_path: P
                    "--result-file", str(result), "-q")  # fmt: skip
     assert done.returncode == 0, done.stderr
     payload = json.loads(result.read_text())
-    assert payload == {"request_id": "ok1", "status": "done", "outputs": [payload["outputs"][0]]}
-    assert Path(payload["outputs"][0]).name == "loop__v1.wav" and Path(payload["outputs"][0]).is_file()
+    path = payload["paths"][0]
+    assert Path(path).name == "loop__v1.wav" and Path(path).is_file()
+    outputs = [{"stem": "v1", "path": path, "variation": None}]  # the test runner's name has no stem part
+    assert payload == {"request_id": "ok1", "status": "done", "outputs": outputs, "paths": [path]}
     progress = (tmp_path / "out" / "result.json.progress").read_text().splitlines()
     assert progress == ["0.000 queued 0", "0.000 started", "0.500 half", "1.000 done"]
     assert sorted(p.name for p in result.parent.iterdir()) == ["result.json", "result.json.progress"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bridge.engines.base import ProgressCallback
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, InvalidArgument
 from bridge.jobs.journal import INTERRUPTED, SCHEMA_VERSION, Journal
 from bridge.jobs.queue import JobEvent, JobQueue, ReplyTo
-from bridge.jobs.spec import JobSpec, Outcome, PublishHook
+from bridge.jobs.spec import JobSpec, Outcome, PublishHook, fingerprint
 from tests.test_daemon import no_leaked_threads  # noqa: F401 - the fixture fails a test that leaks threads
 
 SPEC = JobSpec("separate", {"path": "/music/song.wav", "out": "/renders", "stems": ["drums", "bass"]})
@@ -227,11 +228,57 @@ def test_a_schema_1_journal_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> No
     journal = Journal(path)
     old = journal.get("h", "old")
     assert old is not None and (old.state, old.outputs, old.plan) == ("done", ("/r/a.wav",), ())
+    assert old.fingerprint == fingerprint("vary", {}) == JobSpec("vary").fingerprint
     assert [(r.request_id, r.plan) for r in journal.recover()] == [("cut", ())]
     journal.update("h", "old", "done", plan=[{"path": "/r/a.wav"}])
     journal.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def test_a_schema_2_journal_gets_fingerprints_so_repeats_still_match(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    options = json.dumps(SPEC.options, sort_keys=True)
+    with sqlite3.connect(path) as db:  # what stembridge wrote before fingerprints
+        db.executescript(
+            "CREATE TABLE jobs (client TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, "
+            "options TEXT NOT NULL, state TEXT NOT NULL, fraction REAL NOT NULL DEFAULT 0, "
+            "outputs TEXT NOT NULL DEFAULT '[]', detail TEXT NOT NULL DEFAULT '{}', "
+            "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
+            "reply_host TEXT NOT NULL DEFAULT '', reply_port INTEGER NOT NULL DEFAULT 0, "
+            "plan TEXT NOT NULL DEFAULT '[]', created REAL NOT NULL, updated REAL NOT NULL, "
+            "PRIMARY KEY (client, request_id)); PRAGMA user_version=2;"
+        )
+        insert = "INSERT INTO jobs (client, request_id, kind, options, state, outputs, created, updated) "
+        db.execute(insert + "VALUES ('h', 'sep', 'separate', ?, 'done', '[\"/r/a.wav\"]', 1, 2)", (options,))
+        db.execute(insert + "VALUES ('h', 'garbled', 'vary', '{not json', 'done', '[]', 1, 2)")
+    journal = Journal(path)
+    sep = journal.get("h", "sep")
+    assert sep is not None and sep.fingerprint == SPEC.fingerprint and sep.outputs == ("/r/a.wav",)
+    with sqlite3.connect(path) as db:  # a row whose options cannot be read keeps an empty fingerprint...
+        assert db.execute("SELECT fingerprint FROM jobs WHERE request_id = 'garbled'").fetchone() == ("",)
+        db.execute("DELETE FROM jobs WHERE request_id = 'garbled'")
+        db.execute(insert + "VALUES ('h', 'blank', 'vary', '{}', 'done', '[]', 1, 2)")  # ...as this one has
+    queue = JobQueue(CountingRunner(), journal, Events())
+    repeat = queue.submit("h", "sep", JobSpec("separate", dict(SPEC.options)), REPLY)
+    assert not repeat.new and repeat.status.paths == ("/r/a.wav",)  # an identical repeat: as before
+    other = JobSpec("separate", {**SPEC.options, "stems": ["vocals"]})
+    with pytest.raises(InvalidArgument, match="request_id 'sep' was already used for a different job"):
+        queue.submit("h", "sep", other, REPLY)
+    with pytest.raises(InvalidArgument, match="request_id 'blank' was already used for a different job"):
+        queue.submit("h", "blank", JobSpec("vary", {}), REPLY)  # no fingerprint: never taken for a repeat
+    assert queue.shutdown(5.0)
+    journal.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_the_fingerprint_is_the_kind_and_the_options_in_any_key_order() -> None:
+    a = JobSpec("generate", {"stem": "bass", "bpm": 120.0, "context": ["/a.wav", "/b.wav"]})
+    b = JobSpec("generate", {"context": ("/a.wav", "/b.wav"), "bpm": 120.0, "stem": "bass"})
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 64
+    assert JobSpec("vary", dict(a.options)).fingerprint != a.fingerprint
+    assert JobSpec("generate", {**a.options, "context": ["/b.wav", "/a.wav"]}).fingerprint != a.fingerprint
 
 
 def test_the_publish_hook_journals_the_plan_and_honours_a_late_cancel(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -174,7 +175,7 @@ def test_separate_stems_repeat_or_comma_list(settings: Settings, wav: str) -> No
         (
             ["bpm", 120, "bars", 8, "engine", "nope"],
             "unknown_engine",
-            "unknown engine 'nope'; choose one of: auto, builtin",
+            "unknown engine 'nope'; choose one of: auto, ",  # then the engine names
         ),
         (["bpm", 120, "bars", 8, "bitdepth", 20], "invalid_argument", "bitdepth must be 16, 24 or 32"),
         (
@@ -286,10 +287,13 @@ def test_remote_requests_may_only_read_inside_the_allowed_roots(
 def test_the_handler_treats_other_machines_as_remote(settings: Settings, wav: str) -> None:
     rec = Recorder()
     handler = RequestHandler(settings, rec, rec, LogLimiter(logging.getLogger("test")))  # type: ignore[arg-type]
-    handler.on_packet(packet(SEP, 9001, "far", wav), "192.168.1.20", 5000, None)
-    handler.on_packet(packet(SEP, 9001, "near", wav), "127.0.0.1", 5000, None)
-    handler.on_packet(packet(SEP, 9001, "near6", wav), "::1", 5000, None)
-    handler.on_packet(packet(SEP, 9001, "mapped", wav), "::ffff:127.0.0.1", 5000, None)  # a daemon on ::
+    feed(
+        handler,
+        (packet(SEP, 9001, "far", wav), "192.168.1.20"),
+        (packet(SEP, 9001, "near", wav), "127.0.0.1"),
+        (packet(SEP, 9001, "near6", wav), "::1"),
+        (packet(SEP, 9001, "mapped", wav), "::ffff:127.0.0.1"),  # a daemon on ::
+    )
     assert [(to.host, reply[1][:2]) for to, reply in rec.sent] == [
         ("192.168.1.20", ["far", "invalid_argument"]),
         ("127.0.0.1", ["near", 0]),
@@ -408,11 +412,26 @@ def packet(address: str, *args: Any) -> bytes:
     return encode_message(address, list(args))
 
 
+def feed(handler: RequestHandler, *packets: tuple[bytes, str]) -> None:
+    """Hand ``(packet, sender IP)`` pairs to the handler on an event loop, one by one, each answered (its file
+    checks done) before the next, as a daemon would when a client waits for each reply."""
+
+    async def run() -> None:
+        for data, host in packets:
+            handler.on_packet(data, host, 5000, None)
+            await handler.drain()
+
+    asyncio.run(run())
+
+
 def test_handler_replies_to_the_reply_port_and_queues_jobs(settings: Settings, wav: str) -> None:
     rec = Recorder()
     handler = RequestHandler(settings, rec, rec, LogLimiter(logging.getLogger("test")))  # type: ignore[arg-type]
-    handler.on_packet(packet(protocol.PING, 9001, "p1"), "127.0.0.1", 55555, None)
-    handler.on_packet(packet(SEP, 9001.0, "j1", wav), "127.0.0.1", 55555, None)
+    feed(
+        handler,
+        (packet(protocol.PING, 9001, "p1"), "127.0.0.1"),
+        (packet(SEP, 9001.0, "j1", wav), "127.0.0.1"),
+    )
     assert [(to.host, to.port) for to, _ in rec.sent] == [("127.0.0.1", 9001)] * 2  # not the sender's port
     assert rec.sent[0][1][0] == protocol.PONG and rec.sent[0][1][1][:2] == ["p1", "0.1.0"]
     assert rec.sent[1][1] == (protocol.ACCEPTED, ["j1", 0])
@@ -433,12 +452,11 @@ def test_handler_survives_bad_input_with_error_replies_and_few_log_lines(
         packet(protocol.STATUS, 9001.5, "e", "x"),  # no readable reply port: no reply
         packet("/other/app", 9001, "f"),  # not ours: no reply
     ]
+    junk = [rng.bytes(int(rng.integers(1, 64))) for _ in range(50)]
+    truncated = packet(protocol.PING, 9001, "ok")[:-3]
     with caplog.at_level(logging.INFO, logger="test.flood"):
-        for _ in range(50):
-            for data in bad:
-                handler.on_packet(data, "127.0.0.1", 1234, None)
-            handler.on_packet(rng.bytes(int(rng.integers(1, 64))), "127.0.0.1", 1234, None)
-            handler.on_packet(packet(protocol.PING, 9001, "ok")[:-3], "127.0.0.1", 1234, None)  # truncated
+        for i in range(50):
+            feed(handler, *[(data, "127.0.0.1") for data in (*bad, junk[i], truncated)])
     codes = {(r[1][1][0], r[1][1][1]) for r in rec.sent}
     assert codes == {
         ("a", "unreadable_audio"),

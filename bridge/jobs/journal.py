@@ -2,7 +2,7 @@
 
 It lets ``status`` answer after a restart, turns a job cut off by a crash into ``failed`` with the error code
 ``interrupted`` on the next start (never silently lost), and lets the queue see that a request_id was already
-used. Right before a job publishes its files it records their planned paths (the ``plan``), so that the
+used, and whether a repeat asks for the same job (the ``fingerprint`` of its kind and options). Right before a job publishes its files it records their planned paths (the ``plan``), so that the
 files of a job cut off in the middle of publishing can be removed on the next start: a job writes all its
 files or none. The database runs in WAL mode with ``synchronous=NORMAL``: a committed change survives the
 process being killed; only a power cut can lose the last moments (a publish plan is written with
@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError, Interrupted, StembridgeError
+from bridge.jobs.spec import fingerprint
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = Interrupted.code  # the error code of a job the daemon stopped in the middle of
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("done", "failed", "cancelled")
-SCHEMA_VERSION = 2  # 2: the plan column
+SCHEMA_VERSION = 3  # 2: the plan column; 3: the fingerprint column
 FILE_NAME = "journal.sqlite3"
 
 _SCHEMA = """
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     reply_host    TEXT    NOT NULL DEFAULT '',
     reply_port    INTEGER NOT NULL DEFAULT 0,
     plan          TEXT    NOT NULL DEFAULT '[]',
+    fingerprint   TEXT    NOT NULL DEFAULT '',
     created       REAL    NOT NULL,
     updated       REAL    NOT NULL,
     PRIMARY KEY (client, request_id)
@@ -57,13 +59,17 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
 """
 _COLUMNS = (
     "client, request_id, kind, options, state, fraction, outputs, detail, error_code, error_message, "
-    "reply_host, reply_port, created, updated, plan"
+    "reply_host, reply_port, created, updated, plan, fingerprint"
 )
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One job as the journal knows it; ``(client, request_id)`` is the key, ``client`` the requester's IP."""
+    """One job as the journal knows it; ``(client, request_id)`` is the key, ``client`` the requester's IP.
+
+    ``fingerprint`` is :func:`bridge.jobs.spec.fingerprint` of ``kind`` and ``options``; empty only for a row
+    an older stembridge wrote whose options could not be read back (no repeat ever matches it).
+    """
 
     client: str
     request_id: str
@@ -80,6 +86,7 @@ class JobRecord:
     created: float = 0.0
     updated: float = 0.0
     plan: tuple[dict[str, Any], ...] = ()
+    fingerprint: str = ""
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
@@ -99,6 +106,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         created=float(row[12]),
         updated=float(row[13]),
         plan=tuple(json.loads(row[14])),
+        fingerprint=row[15],
     )
 
 
@@ -136,10 +144,34 @@ class Journal:
             ) from exc
 
     def _migrate(self, db: sqlite3.Connection, version: int) -> None:
-        """Bring a journal written by an older stembridge up to this schema (its jobs are kept)."""
+        """Bring a journal written by an older stembridge up to this schema (its jobs are kept).
+
+        Schema 3 adds each job's fingerprint; the rows of older daemons get theirs from the kind and options
+        they stored (the same validated options, so a repeat of such a job still matches it). A row whose
+        options cannot be read keeps an empty fingerprint, which no request matches: its request_id is then
+        refused for new jobs until the row is pruned, rather than risk answering with another job's files.
+        """
         columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
         if "plan" not in columns:  # schema 1
             db.execute("ALTER TABLE jobs ADD COLUMN plan TEXT NOT NULL DEFAULT '[]'")
+        if "fingerprint" not in columns:  # schema 1 or 2
+            db.execute("BEGIN")  # the column and its values together, or neither
+            db.execute("ALTER TABLE jobs ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
+            rows = db.execute("SELECT client, request_id, kind, options FROM jobs").fetchall()
+            for client, request_id, kind, options in rows:
+                try:
+                    value = fingerprint(kind, json.loads(options))
+                except (ValueError, TypeError):
+                    log.warning(
+                        "job %r in the journal has unreadable options; its id stays taken", request_id
+                    )
+                    continue
+                db.execute(
+                    "UPDATE jobs SET fingerprint = ? WHERE client = ? AND request_id = ?",
+                    (value, client, request_id),
+                )
+            db.execute("COMMIT")
+        if not {"plan", "fingerprint"} <= columns:
             log.info("upgraded the job journal %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -162,11 +194,11 @@ class Journal:
         reply_host: str,
         reply_port: int,
     ) -> None:
-        """Record a new job as ``queued``. The key ``(client, request_id)`` must be new."""
+        """Record a new job as ``queued``, with its fingerprint. The key ``(client, request_id)`` must be new."""
         now = self._clock()
         self._execute(
             "INSERT INTO jobs (client, request_id, kind, options, state, reply_host, reply_port, created, "
-            "updated) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+            "updated, fingerprint) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
             (
                 client,
                 request_id,
@@ -176,6 +208,7 @@ class Journal:
                 int(reply_port),
                 now,
                 now,
+                fingerprint(kind, options),
             ),
         )
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.engines.base import ProgressCallback
-from bridge.errors import Busy, Cancelled, StembridgeError
+from bridge.errors import Busy, Cancelled, InvalidArgument, StembridgeError
 from bridge.jobs.journal import JobRecord, Journal
 from bridge.jobs.spec import JobSpec, Outcome, PublishHook, Runner
 
@@ -90,6 +90,15 @@ class Submission:
 JobListener = Callable[[JobEvent], None]
 
 
+def _check_same_job(request_id: str, known: str, spec: JobSpec) -> None:
+    """Refuse a request that reuses ``request_id`` for a job other than the one it named (fingerprint ``known``;
+    an empty one, from a journal row that could not be fingerprinted, matches nothing)."""
+    if not known or known != spec.fingerprint:
+        raise InvalidArgument(
+            f"request_id {request_id!r} was already used for a different job; pick a new id"
+        )
+
+
 class _Job:
     """A queued or running job; the worker writes its mutable fields, others read them under the lock."""
 
@@ -151,21 +160,26 @@ class JobQueue:
             self._thread.start()
 
     def submit(self, client: str, request_id: str, spec: JobSpec, reply: ReplyTo) -> Submission:
-        """Queue a job, or return the first job's state when ``(client, request_id)`` was seen before.
+        """Queue a job, or return the first job's state when ``(client, request_id)`` was seen before for the
+        same job (the same kind and options: the same :attr:`JobSpec.fingerprint`).
 
         A repeat of a job that has not finished also moves its remaining replies to ``reply``, so a client
         that restarted gets the result.
 
         Raises:
+            InvalidArgument: the request_id was used before for a different job (the journal keeps ids for
+                30 days).
             Busy: the queue is full or the daemon is shutting down.
         """
         with self._cond:
             job = self._active.get((client, request_id))
             if job is not None:
+                _check_same_job(request_id, job.spec.fingerprint, spec)
                 job.reply = reply
                 return Submission(False, self._snapshot(job))
             record = self._journal.get(client, request_id)
             if record is not None:
+                _check_same_job(request_id, record.fingerprint, spec)
                 return Submission(False, JobStatus.from_record(record))
             if self._stopping:
                 raise Busy("the daemon is shutting down; send the request again when it is back")

@@ -6,6 +6,7 @@ into a pipeline call. Nothing here touches files or samples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,16 @@ from typing import Any
 from bridge.engines.base import ProgressCallback
 
 JOB_KINDS = ("separate", "generate", "vary")
+
+
+def fingerprint(kind: str, options: dict[str, Any]) -> str:
+    """What a job asks for, as a SHA-256 of its kind and canonical JSON options (keys sorted, tuples as lists).
+
+    Two requests with the same fingerprint ask for the same job; the journal keeps it to tell a client's repeat of
+    a request from a new job that reuses its request_id.
+    """
+    canonical = json.dumps([kind, options], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,11 @@ class JobSpec:
 
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """See :func:`fingerprint`."""
+        return fingerprint(self.kind, self.options)
 
     def to_json(self) -> str:
         return json.dumps(self.options, sort_keys=True)

@@ -166,6 +166,7 @@ class Daemon:
         self._lock: IO[str] | None = None
         self._journal: Journal | None = None
         self._queue: JobQueue | None = None
+        self._handler: RequestHandler | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._streams: set[OscStream] = set()
@@ -201,7 +202,7 @@ class Daemon:
             self._on_job_event,
             max_pending=self.settings.queue_size,
         )
-        handler = RequestHandler(self.settings, self._queue, self._replier, self._logs)
+        handler = self._handler = RequestHandler(self.settings, self._queue, self._replier, self._logs)
         await self._bind(handler)
         self._replier.attach(self._udp)
         self._queue.start()
@@ -343,6 +344,8 @@ class Daemon:
                     "start",
                     self._shutdown_timeout,
                 )
+        if self._handler is not None:  # job requests still having their files checked get their `busy` error
+            await self._handler.drain(timeout=1.0)
         for _ in range(3):  # let the replies the worker handed over go out
             await asyncio.sleep(0)
         for stream in list(self._streams):

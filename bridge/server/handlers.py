@@ -1,8 +1,14 @@
-"""Request handling on the event loop: parse, validate, enqueue, reply. Never compute here.
+"""Request handling on the event loop: parse, validate, enqueue, reply. Never compute here, never wait on a disk.
 
 Every message under ``/stembridge/`` gets a reply: the answer, or ``/stembridge/error <request_id> <code>
 <message>`` when it cannot be served (as long as a reply port can be read from it). Other traffic and packets
 that are not OSC get one rate-limited log line and no reply.
+
+A job request is validated in two steps: everything that needs no disk at once, then its files (exist, readable,
+inside the allowed roots) in a worker thread with a timeout (:mod:`bridge.server.offload`), because a stat on a
+sleeping network volume can take seconds and ``ping``, ``status`` and progress must not wait for it. Only then
+is the job queued and ``accepted`` sent, so a missing file still gets an ``error`` and no ``accepted``. While its
+files are being checked, ``status`` reports the job ``queued`` and ``cancel`` drops it.
 """
 
 from __future__ import annotations
@@ -15,13 +21,19 @@ from typing import Any
 from bridge import __version__
 from bridge.config import Settings
 from bridge.engines.base import engine_names
-from bridge.errors import StembridgeError
-from bridge.jobs.queue import JobEvent, JobQueue, JobStatus, ReplyTo
+from bridge.errors import AudioReadError, Cancelled, StembridgeError
+from bridge.jobs.queue import CANCEL_MESSAGE, JobEvent, JobQueue, JobStatus, ReplyTo
+from bridge.jobs.spec import JobSpec
 from bridge.server import protocol
 from bridge.server.lograte import LogLimiter
+from bridge.server.offload import Offloader
 from bridge.server.osc import PacketChannel, Replier, decode_packet
+from bridge.server.paths import string_roots
 
 log = logging.getLogger(__name__)
+
+FILE_CHECK_TIMEOUT_S = 15.0  # a disk that has not answered by then is taken as unreachable
+FILE_CHECK_THREADS = 8  # file checks run at once (some maybe stuck on a dead disk); more wait their turn
 
 
 def is_local(host: str) -> bool:
@@ -67,13 +79,34 @@ class RequestHandler:
         queue: where jobs go.
         replier: sends replies.
         logs: the rate-limited log.
+        file_check_timeout: how long a job request's file checks may take before it is refused.
     """
 
-    def __init__(self, settings: Settings, queue: JobQueue, replier: Replier, logs: LogLimiter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        replier: Replier,
+        logs: LogLimiter,
+        *,
+        file_check_timeout: float = FILE_CHECK_TIMEOUT_S,
+    ) -> None:
         self._settings = settings
         self._queue = queue
         self._replier = replier
         self._logs = logs
+        self._file_check_timeout = file_check_timeout
+        self._roots = string_roots(settings)  # resolved once here, before the daemon serves
+        self._offload = Offloader(FILE_CHECK_THREADS, "stembridge-file-check")
+        self._checking: dict[tuple[str, str], int] = {}  # (client, request_id) -> file checks under way
+        self._cancelled: set[tuple[str, str]] = set()  # cancelled while their files were being checked
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the job requests whose files are being checked have been answered (``timeout``: at most
+        that many seconds)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
 
     def on_packet(self, data: bytes, host: str, port: int, channel: PacketChannel | None) -> None:
         """Handle one packet from ``host:port`` (``channel`` is the TCP stream it came on, None for UDP)."""
@@ -96,51 +129,55 @@ class RequestHandler:
             )
             return
         try:
-            request = protocol.parse_request(address, args, self._settings, remote=not is_local(host))
+            remote = not is_local(host)
+            request = protocol.parse_request(
+                address, args, self._settings, remote=remote, disk=False, roots=self._roots
+            )
             self._serve(request, ReplyTo(host, request.reply_port, channel))
         except StembridgeError as exc:
-            self._refuse(address, args, host, channel, exc.code, exc.message)
+            reply_port, request_id = protocol.read_envelope(args)
+            to = ReplyTo(host, reply_port or 0, channel)
+            self._refuse(address, request_id, to, exc.code, exc.message, replyable=reply_port is not None)
         except Exception as exc:  # a bug must cost one request, not the daemon
             self._logs.log(
                 logging.ERROR, "internal", "error serving %s from %s", address, host, exc_info=True
             )
+            reply_port, request_id = protocol.read_envelope(args)
+            to = ReplyTo(host, reply_port or 0, channel)
             message = f"internal error: {type(exc).__name__}; see the daemon log"
-            self._refuse(address, args, host, channel, StembridgeError.code, message)
+            self._refuse(
+                address, request_id, to, StembridgeError.code, message, replyable=reply_port is not None
+            )
 
     def _refuse(
-        self, address: str, args: list[Any], host: str, channel: PacketChannel | None, code: str, message: str
+        self, address: str, request_id: str, to: ReplyTo, code: str, message: str, *, replyable: bool = True
     ) -> None:
         """Log (rate-limited) and send an error reply, when there is a way to reply."""
-        reply_port, request_id = protocol.read_envelope(args)
         self._logs.warning(
-            f"rejected-{code}", "rejected %s %r from %s: %s (%s)", address, request_id, host, message, code
+            f"rejected-{code}", "rejected %s %r from %s: %s (%s)", address, request_id, to.host, message, code
         )
-        if reply_port is not None or channel is not None:
-            self._replier.send(
-                ReplyTo(host, reply_port or 0, channel), protocol.error(request_id, code, message)
-            )
+        if replyable or to.channel is not None:
+            self._replier.send(to, protocol.error(request_id, code, message))
 
     def _serve(self, request: protocol.Request, to: ReplyTo) -> None:
         rid = request.request_id
         if request.command == "ping":
             self._replier.send(to, protocol.pong(rid, __version__, engine_names()))
+        elif request.pending is not None:
+            self._check_files(request, to)
         elif request.job is not None:
-            submission = self._queue.submit(to.host, rid, request.job, to)
-            if submission.new:
-                log.info(
-                    "job %r (%s) from %s queued at position %d",
-                    rid,
-                    request.command,
-                    to.host,
-                    submission.status.position,
-                )
-                self._replier.send(to, protocol.accepted(rid, submission.status.position))
-            else:
-                self._replier.send(to, state_reply(submission.status))
+            self._submit(request.command, request.request_id, request.job, to)
         elif request.command == "status":
-            self._replier.send(to, state_reply(self._queue.status(to.host, request.target)))
+            status = self._queue.status(to.host, request.target)
+            if status.state == "unknown" and (to.host, request.target) in self._checking:
+                status = JobStatus(request.target, "queued")
+            self._replier.send(to, state_reply(status))
         elif request.command == "cancel":
+            key = (to.host, request.target)
             status = self._queue.cancel(to.host, request.target)
+            if status.state == "unknown" and key in self._checking:
+                self._cancelled.add(key)  # dropped when its file checks end, with an error to its client
+                status = JobStatus(request.target, "cancelled", code=Cancelled.code, message=CANCEL_MESSAGE)
             # rate-limited: a cancelled job's end is logged anyway, and repeats must not flood the log
             self._logs.log(
                 logging.INFO, "cancel", "cancel of job %r from %s: %s", request.target, to.host, status.state
@@ -148,6 +185,59 @@ class RequestHandler:
             self._replier.send(to, state_reply(status))
         elif request.command == "models":
             self._models(rid, to)
+
+    def _submit(self, command: str, rid: str, job: JobSpec, to: ReplyTo) -> None:
+        """Queue a job whose files are checked; reply ``accepted``, or the first job's state to a repeat."""
+        submission = self._queue.submit(to.host, rid, job, to)
+        if submission.new:
+            log.info(
+                "job %r (%s) from %s queued at position %d",
+                rid,
+                command,
+                to.host,
+                submission.status.position,
+            )
+            self._replier.send(to, protocol.accepted(rid, submission.status.position))
+        else:
+            self._replier.send(to, state_reply(submission.status))
+
+    def _check_files(self, request: protocol.Request, to: ReplyTo) -> None:
+        """Check a job request's files in a worker thread; submit it when they pass, else reply the error."""
+        task = asyncio.get_running_loop().create_task(self._finish(request, to))
+        key = (to.host, request.request_id)
+        self._checking[key] = self._checking.get(key, 0) + 1
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, request: protocol.Request, to: ReplyTo) -> None:
+        key = (to.host, request.request_id)
+        address = f"{protocol.PREFIX}/{request.command}"
+        try:
+            try:
+                checked = await self._offload.run(self._file_check_timeout, request.finished, self._settings)
+            except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11 on
+                raise AudioReadError(
+                    f"checking the input files took longer than {self._file_check_timeout:g} s; is their disk "
+                    f"asleep or unreachable? send the request again when it answers"
+                ) from None
+            if key in self._cancelled:
+                raise Cancelled(CANCEL_MESSAGE)
+            if checked.job is not None:
+                self._submit(request.command, request.request_id, checked.job, to)
+        except StembridgeError as exc:
+            self._refuse(address, request.request_id, to, exc.code, exc.message)
+        except Exception as exc:  # a bug must cost one request, not the daemon
+            self._logs.log(
+                logging.ERROR, "internal", "error serving %s from %s", address, to.host, exc_info=True
+            )
+            message = f"internal error: {type(exc).__name__}; see the daemon log"
+            self._refuse(address, request.request_id, to, StembridgeError.code, message)
+        finally:
+            left = self._checking.pop(key, 1) - 1
+            if left > 0:
+                self._checking[key] = left
+            else:
+                self._cancelled.discard(key)
 
     def _models(self, request_id: str, to: ReplyTo) -> None:
         loop = asyncio.get_running_loop()

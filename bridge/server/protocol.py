@@ -7,7 +7,9 @@ client can send them without JSON; ``context`` and ``stems`` may repeat. docs/PR
 for clients.
 
 Validation happens here, before a job is queued, and raises the :mod:`bridge.errors` classes whose ``code``
-the error reply carries: a request that passes becomes a :class:`Request` holding a ready :class:`JobSpec`.
+the error reply carries: a request that passes becomes a :class:`Request` holding a ready :class:`JobSpec`. The
+checks that touch the disk (do the input files exist, where do symlinks lead) are a step of their own,
+:func:`finish_job`, which the server runs off the event loop (see :mod:`bridge.server.paths`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from bridge.audio.timing import TimeSignature, check_bars, check_bpm
@@ -23,17 +26,16 @@ from bridge.config import Settings
 from bridge.engines.base import GENERATE_STEMS, SEPARATE_STEMS, engine_names
 from bridge.errors import InvalidArgument, Unauthorized, UnknownEngine
 from bridge.jobs.spec import JobSpec
-from bridge.server.values import (
+from bridge.server.paths import (
+    InputPath,
     allowed_roots,
-    as_bool,
-    as_float,
-    as_int,
-    as_text,
-    describe,
-    input_file,
-    number_of,
+    check_input,
+    input_path,
+    out_text,
     output_folder,
+    string_roots,
 )
+from bridge.server.values import as_bool, as_float, as_int, as_text, describe, number_of
 
 PREFIX = "/stembridge"
 PROTOCOL_VERSION = 1  # this contract's version, advertised over mDNS; raised when a change breaks clients
@@ -61,6 +63,25 @@ Reply = tuple[str, list[Any]]
 
 
 @dataclass(frozen=True)
+class PendingJob:
+    """A job request whose every check that needs no disk has passed; :func:`finish_job` does the rest.
+
+    Attributes:
+        kind: ``separate``, ``generate`` or ``vary``.
+        options: the validated options, without ``out``, ``path`` and ``context``.
+        inputs: the input files (``path``, or the ``context`` files in order), checked as text.
+        out: the ``out`` option's text, None for the render folder.
+        remote: the request came from another machine (its input files must lie inside the roots).
+    """
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[InputPath, ...] = ()
+    out: str | None = None
+    remote: bool = False
+
+
+@dataclass(frozen=True)
 class Request:
     """A parsed, validated request.
 
@@ -69,7 +90,9 @@ class Request:
         reply_port: the UDP port on the sender's address that replies go to.
         request_id: the id the client picked; replies carry it.
         target: for ``cancel`` and ``status``, the request_id of the job asked about.
-        job: for ``separate``, ``generate`` and ``vary``, the job to queue.
+        job: for ``separate``, ``generate`` and ``vary``, the job to queue (once its files are checked).
+        pending: a job whose files are still to be checked (``parse_request(..., disk=False)``); pass it to
+            :func:`finish_job`, or use :meth:`finished`.
     """
 
     command: str
@@ -77,6 +100,13 @@ class Request:
     request_id: str
     target: str = ""
     job: JobSpec | None = None
+    pending: PendingJob | None = None
+
+    def finished(self, settings: Settings) -> Request:
+        """This request with its files checked (blocking: it touches the disk)."""
+        if self.pending is None:
+            return self
+        return replace(self, job=finish_job(self.pending, settings), pending=None)
 
 
 def _engine(value: Any) -> str:
@@ -276,7 +306,15 @@ def parse_envelope(args: Sequence[Any]) -> tuple[int, str]:
     return as_int("reply_port", args[0], 1, 65535), as_text("request_id", args[1], MAX_ID_LENGTH)
 
 
-def parse_request(address: str, args: Sequence[Any], settings: Settings, *, remote: bool = False) -> Request:
+def parse_request(
+    address: str,
+    args: Sequence[Any],
+    settings: Settings,
+    *,
+    remote: bool = False,
+    disk: bool = True,
+    roots: Sequence[Path] | None = None,
+) -> Request:
     """Parse and validate one request.
 
     Args:
@@ -285,6 +323,10 @@ def parse_request(address: str, args: Sequence[Any], settings: Settings, *, remo
         settings: the render folder and allowed roots (for ``out``) and the token.
         remote: the request comes from another machine: its input files must lie inside the render folder or
             an allowed root too.
+        disk: check the files now (blocking). With False, nothing touches the disk: a job request comes back
+            with ``pending`` set instead of ``job``, for :meth:`Request.finished` to complete.
+        roots: for ``remote``, the roots to check paths against as text (:func:`bridge.server.paths.string_roots`,
+            which resolves them, by default).
 
     Raises:
         StembridgeError: a subclass whose ``code`` goes into the error reply.
@@ -306,18 +348,27 @@ def parse_request(address: str, args: Sequence[Any], settings: Settings, *, remo
         return Request(command, reply_port, request_id, target=as_text("job_id", positional, MAX_ID_LENGTH))
     if command not in JOB_COMMANDS:
         return Request(command, reply_port, request_id)
-    job = job_spec(command, positional, options, settings, remote=remote)
-    return Request(command, reply_port, request_id, job=job)
+    if remote and roots is None:
+        roots = string_roots(settings)
+    pending = pending_job(command, positional, options, roots if remote else None)
+    request = Request(command, reply_port, request_id, pending=pending)
+    return request.finished(settings) if disk else request
 
 
-def job_spec(
-    command: str, positional: Any, options: dict[str, Any], settings: Settings, *, remote: bool = False
-) -> JobSpec:
-    """Validate a job's positional argument and options into a :class:`JobSpec` (``remote``: see
-    :func:`parse_request`)."""
-    roots = allowed_roots(settings) if remote else None
+def pending_job(
+    command: str, positional: Any, options: dict[str, Any], roots: Sequence[Path] | None = None
+) -> PendingJob:
+    """Validate a job's positional argument and options as far as it can be done without the disk.
+
+    Args:
+        command: ``separate``, ``generate`` or ``vary``.
+        positional: the path (separate, vary) or the stem (generate).
+        options: what :func:`pairs` read (the token taken out).
+        roots: for a request from another machine, the roots its input files must lie inside as written.
+    """
+    out = out_text(options.pop("out", None))
+    inputs: list[InputPath] = []
     spec: dict[str, Any] = {
-        "out": output_folder(options.pop("out", None), settings),
         "format": "wav",
         "bit_depth": 24,
         "sample_rate": None,
@@ -329,9 +380,9 @@ def job_spec(
         stem = as_text("stem", positional).strip().lower()
         if stem not in GENERATE_STEMS:
             raise InvalidArgument(f"stem must be one of {', '.join(GENERATE_STEMS)}, got {stem!r}")
+        inputs = [input_path("context", v, roots) for v in options.pop("context", [])]
         spec.update(
             stem=stem,
-            context=[input_file("context", v, roots) for v in options.pop("context", [])],
             prompt="",
             time_signature="4/4",
             seed=0,
@@ -339,7 +390,7 @@ def job_spec(
             match_loudness=True,
         )
     else:
-        spec["path"] = input_file("path", positional, roots)
+        inputs = [input_path("path", positional, roots)]
     if command == "separate":
         stems = options.pop("stems", None)
         spec["stems"] = None if stems is None else _stem_list(stems, SEPARATE_STEMS)
@@ -352,7 +403,27 @@ def job_spec(
     if command == "generate" and ("bpm" not in spec or "bars" not in spec):
         missing = " and ".join(k for k in ("bpm", "bars") if k not in spec)
         raise InvalidArgument(f"generate needs {missing}, e.g. `bpm 120 bars 8`")
-    return JobSpec(command, spec)
+    return PendingJob(command, spec, tuple(inputs), out, roots is not None)
+
+
+def finish_job(pending: PendingJob, settings: Settings) -> JobSpec:
+    """Check a pending job's files on the disk and complete its options (``out``, ``path`` or ``context``).
+
+    For a remote request the roots are checked, symlinks followed, before the files are looked at. Blocking:
+    the server runs this in a worker thread.
+
+    Raises:
+        InvalidArgument: ``out`` or (remote) an input file leads outside the render folder and allowed roots.
+        AudioReadError: an input file is missing, not a file, or not readable.
+    """
+    roots = allowed_roots(settings) if pending.remote else None
+    options = {"out": output_folder(pending.out, settings), **pending.options}
+    files = [check_input(item, roots) for item in pending.inputs]
+    if pending.kind == "generate":
+        options["context"] = files
+    else:
+        options["path"] = files[0]
+    return JobSpec(pending.kind, options)
 
 
 def encode_options(options: dict[str, Any]) -> list[Any]:

@@ -1,4 +1,5 @@
-"""Reading OSC argument values: numbers that may come as int, float or text, strings, flags and paths.
+"""Reading OSC argument values: numbers that may come as int, float or text, strings and flags (paths: see
+:mod:`bridge.server.paths`).
 
 Each function names the argument and the value it got when it refuses one, e.g. ``bars must be a whole number
 between 1 and 256, got the float 8.5``.
@@ -7,15 +8,9 @@ between 1 and 256, got the float 8.5``.
 from __future__ import annotations
 
 import math
-import os
-import re
-from collections.abc import Sequence
-from pathlib import Path, PurePath
 from typing import Any
 
-from bridge.config import Settings
-from bridge.errors import AudioReadError, InvalidArgument
-from bridge.naming import safe_name
+from bridge.errors import InvalidArgument
 
 MAX_TEXT_LENGTH = 4096
 
@@ -94,83 +89,3 @@ def as_bool(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "false", "no", "off"):
         return value.strip().lower() in ("true", "yes", "on")
     raise InvalidArgument(f"{name} must be 1 or 0 (true or false), got {describe(value)}")
-
-
-def native_path(text: str) -> Path:
-    """A path as the OS spells it: ``~`` expanded, and Max's ``Volume:/dir/file`` form turned into
-    ``/dir/file`` (or ``/Volumes/Volume/dir/file`` when that is where the file is)."""
-    match = re.match(r"^([^/:\\]{2,}):(/.*)$", text)
-    if match and os.name != "nt":
-        volume, rest = match.groups()
-        on_volume = Path("/Volumes") / volume / rest.lstrip("/")
-        return on_volume if on_volume.exists() and not Path(rest).exists() else Path(rest)
-    return Path(os.path.expanduser(text))
-
-
-def allowed_roots(settings: Settings) -> list[Path]:
-    """The folders requests may name: the render folder and the configured allowed roots, resolved."""
-    return [
-        settings.out_dir.expanduser().resolve(),
-        *(r.expanduser().resolve() for r in settings.allowed_roots),
-    ]
-
-
-def _inside(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
-
-
-def input_file(name: str, value: Any, roots: Sequence[Path] | None = None) -> str:
-    """An absolute path to a readable file, as a string; AudioReadError when it is missing or unreadable.
-
-    Args:
-        name: the argument's name, for messages.
-        value: the received value.
-        roots: when given (a request from another machine), the file must lie inside one of these folders.
-    """
-    path = native_path(as_text(name, value))
-    what = "file" if name == "path" else f"{name} file"
-    if not path.is_absolute():
-        raise InvalidArgument(
-            f"{name} must be an absolute path (the daemon does not know your working folder), "
-            f"got {str(path)!r}"
-        )
-    if not path.exists():
-        raise AudioReadError(f"{what} not found: {path}; check the path")
-    if not path.is_file():
-        raise AudioReadError(f"{what} is not a file: {path}; give the path of an audio file")
-    if not os.access(path, os.R_OK):
-        raise AudioReadError(f"{what} is not readable: {path}; check its permissions")
-    if roots is not None and not _inside(path.resolve(), roots):
-        raise InvalidArgument(
-            f"{name} must lie inside the render folder or an allowed root ({', '.join(map(str, roots))}) when "
-            f"the request comes from another machine, got {str(path)!r}; add its folder to allowed_roots in the "
-            f"daemon's config file"
-        )
-    return str(path)
-
-
-def output_folder(value: Any, settings: Settings) -> str:
-    """Resolve the ``out`` option to an absolute folder inside the render folder or an allowed root.
-
-    A relative ``out`` is a subfolder of the render folder, each part sanitised; an absolute one must resolve
-    (symlinks and ``..`` followed) inside ``settings.out_dir`` or one of ``settings.allowed_roots``.
-    """
-    root = settings.out_dir.expanduser().resolve()
-    if value is None:
-        return str(root)
-    text = as_text("out", value)
-    path = native_path(text)
-    if not path.is_absolute():
-        parts = [p for p in PurePath(text).parts if p not in ("", ".")]
-        if ".." in parts:
-            raise InvalidArgument(f"out must not climb out of the render folder with '..', got {text!r}")
-        return str(root.joinpath(*(safe_name(p) for p in parts)))
-    resolved = path.resolve()
-    roots = allowed_roots(settings)
-    if _inside(resolved, roots):
-        return str(resolved)
-    allowed = ", ".join(str(r) for r in roots)
-    raise InvalidArgument(
-        f"out must be a folder inside the render folder or an allowed root ({allowed}), got {text!r}; "
-        f"add it to allowed_roots in the config file to allow it"
-    )

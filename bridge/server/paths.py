@@ -1,0 +1,209 @@
+"""Paths in requests, the input files and the output folder, checked in two steps.
+
+1. **On the event loop, without touching the disk** (:func:`input_path`, :func:`out_text`): the text is a path,
+   an absolute one; for a request from another machine, it lies inside the render folder or an allowed root as
+   written (``~`` expanded, ``..`` collapsed); a relative ``out`` does not climb out with ``..``.
+2. **In a worker thread** (:func:`check_input`, :func:`output_folder`), because a disk can take seconds to
+   answer (a network volume waking up) and the daemon must keep answering meanwhile: which path Max's
+   ``Volume:/dir/file`` means, symlinks followed and the roots checked again, and only then whether the file
+   exists, is a file and is readable.
+
+So a client on another machine learns nothing about a path outside the roots: it gets the same refusal whether
+the path exists or not, and the daemon never looks at it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from bridge.config import Settings
+from bridge.errors import AudioReadError, InvalidArgument
+from bridge.naming import safe_name
+from bridge.server.values import as_text
+
+_MAX_VOLUME = re.compile(r"^([^/:\\]{2,}):(/.*)$")
+
+
+@dataclass(frozen=True)
+class InputPath:
+    """An input file named by a request, checked as text only (step 1).
+
+    Attributes:
+        name: the argument, ``path`` or ``context``, for messages.
+        text: what the request sent.
+        candidates: the absolute paths it may mean: one, or for Max's ``Volume:/dir/file`` form
+            ``/Volumes/Volume/dir/file`` and ``/dir/file`` (for a remote request, only those inside the roots).
+    """
+
+    name: str
+    text: str
+    candidates: tuple[Path, ...]
+
+
+def candidates(text: str) -> tuple[Path, ...]:
+    """The paths ``text`` may mean, with ``~`` expanded; no disk access (see :func:`native_path`)."""
+    match = _MAX_VOLUME.match(text)
+    if match and os.name != "nt":
+        volume, rest = match.groups()
+        return (Path("/Volumes") / volume / rest.lstrip("/"), Path(rest))
+    return (Path(os.path.expanduser(text)),)
+
+
+def native_path(text: str) -> Path:
+    """A path as the OS spells it: ``~`` expanded, and Max's ``Volume:/dir/file`` form turned into
+    ``/dir/file`` (or ``/Volumes/Volume/dir/file`` when that is where the file is). Touches the disk."""
+    return _choose(candidates(text))
+
+
+def _choose(paths: Sequence[Path]) -> Path:
+    if len(paths) == 2:
+        on_volume, rest = paths
+        return on_volume if on_volume.exists() and not rest.exists() else rest
+    return paths[0]
+
+
+def lexical_roots(settings: Settings) -> list[Path]:
+    """The render folder and the allowed roots as configured, ``~`` expanded and ``..`` collapsed, symlinks not
+    followed: no disk access."""
+    roots = (settings.out_dir, *settings.allowed_roots)
+    return [Path(os.path.abspath(os.path.expanduser(r))) for r in roots]
+
+
+def allowed_roots(settings: Settings) -> list[Path]:
+    """The folders requests may name: the render folder and the configured allowed roots, resolved (symlinks
+    followed, so this touches the disk)."""
+    return [
+        settings.out_dir.expanduser().resolve(),
+        *(r.expanduser().resolve() for r in settings.allowed_roots),
+    ]
+
+
+def string_roots(settings: Settings) -> list[Path]:
+    """The roots a remote path is checked against as text: as configured and as resolved (once, at start), so
+    that a client may name a file through either spelling of a root."""
+    found: list[Path] = []
+    for root in (*lexical_roots(settings), *allowed_roots(settings)):
+        if root not in found:
+            found.append(root)
+    return found
+
+
+def _inside(path: PurePath, roots: Sequence[PurePath]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _outside(name: str, text: str, roots: Sequence[Path]) -> InvalidArgument:
+    listed = ", ".join(dict.fromkeys(map(str, roots)))
+    return InvalidArgument(
+        f"{name} must lie inside the render folder or an allowed root ({listed}) when the request comes from "
+        f"another machine, got {text!r}; add its folder to allowed_roots in the daemon's config file"
+    )
+
+
+def input_path(name: str, value: Any, roots: Sequence[Path] | None = None) -> InputPath:
+    """Step 1 for an input file, no disk access: a string naming an absolute path.
+
+    Args:
+        name: the argument's name, for messages.
+        value: the received value.
+        roots: for a request from another machine, the roots (see :func:`string_roots`): the path, with ``..``
+            collapsed, must lie inside one as written.
+
+    Raises:
+        InvalidArgument: not a string, a relative path, or (remote) a path outside the roots.
+    """
+    text = as_text(name, value)
+    paths = candidates(text)
+    if not paths[-1].is_absolute():
+        raise InvalidArgument(
+            f"{name} must be an absolute path (the daemon does not know your working folder), "
+            f"got {str(paths[-1])!r}"
+        )
+    if roots is not None:
+        paths = tuple(p for p in paths if _inside(Path(os.path.normpath(p)), roots))
+        if not paths:
+            raise _outside(name, text, roots)
+    return InputPath(name, text, paths)
+
+
+def check_input(item: InputPath, roots: Sequence[Path] | None = None) -> str:
+    """Step 2 for an input file, on the disk: the path it means, as a string.
+
+    Args:
+        item: what :func:`input_path` made of the request's value.
+        roots: for a request from another machine, the resolved roots (:func:`allowed_roots`): the path, with
+            its symlinks followed, must lie inside one. This is checked before the file itself is looked at.
+
+    Raises:
+        InvalidArgument: (remote) the path leads outside the roots.
+        AudioReadError: the file is missing, not a file, or not readable.
+    """
+    path = _choose(item.candidates)
+    if roots is not None and not _inside(path.resolve(), roots):
+        raise _outside(item.name, item.text, roots)
+    what = "file" if item.name == "path" else f"{item.name} file"
+    if not path.exists():
+        raise AudioReadError(f"{what} not found: {path}; check the path")
+    if not path.is_file():
+        raise AudioReadError(f"{what} is not a file: {path}; give the path of an audio file")
+    if not os.access(path, os.R_OK):
+        raise AudioReadError(f"{what} is not readable: {path}; check its permissions")
+    return str(path)
+
+
+def input_file(name: str, value: Any, roots: Sequence[Path] | None = None) -> str:
+    """Both steps at once (blocking): an absolute path to a readable file, as a string.
+
+    Args:
+        name: the argument's name, for messages.
+        value: the received value.
+        roots: when given (a request from another machine), the resolved roots the file must lie inside.
+    """
+    return check_input(input_path(name, value, roots), roots)
+
+
+def out_text(value: Any) -> str | None:
+    """Step 1 for the ``out`` option, no disk access: its text, or None for the render folder.
+
+    Raises:
+        InvalidArgument: not a string, or a relative folder that climbs out with ``..``.
+    """
+    if value is None:
+        return None
+    text = as_text("out", value)
+    if not candidates(text)[-1].is_absolute():
+        parts = [p for p in PurePath(text).parts if p not in ("", ".")]
+        if ".." in parts:
+            raise InvalidArgument(f"out must not climb out of the render folder with '..', got {text!r}")
+    return text
+
+
+def output_folder(value: Any, settings: Settings) -> str:
+    """Step 2 for the ``out`` option (and step 1 again): an absolute folder inside the render folder or an
+    allowed root. Touches the disk (symlinks are followed).
+
+    A relative ``out`` is a subfolder of the render folder, each part sanitised; an absolute one must resolve
+    (symlinks and ``..`` followed) inside ``settings.out_dir`` or one of ``settings.allowed_roots``.
+    """
+    text = out_text(value)
+    root = settings.out_dir.expanduser().resolve()
+    if text is None:
+        return str(root)
+    path = native_path(text)
+    if not path.is_absolute():
+        parts = [p for p in PurePath(text).parts if p not in ("", ".")]
+        return str(root.joinpath(*(safe_name(p) for p in parts)))
+    resolved = path.resolve()
+    roots = allowed_roots(settings)
+    if _inside(resolved, roots):
+        return str(resolved)
+    allowed = ", ".join(str(r) for r in roots)
+    raise InvalidArgument(
+        f"out must be a folder inside the render folder or an allowed root ({allowed}), got {text!r}; "
+        f"add it to allowed_roots in the config file to allow it"
+    )
