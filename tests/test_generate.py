@@ -7,13 +7,22 @@ import pytest
 
 from bridge.audio import analysis
 from bridge.audio.analysis import Key
+from bridge.audio.loudness import integrated_loudness
 from bridge.audio.onsets import onset_strengths, onsets
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.engines.base import GenerateSpec
 from bridge.engines.builtin import BuiltinEngine
-from bridge.engines.builtin.generate import STEMS, analyse, generate, parse_key, parse_prompt
+from bridge.engines.builtin.generate import (
+    PEAK_CEILING_DB,
+    STEMS,
+    TARGET_LUFS,
+    analyse,
+    generate,
+    parse_key,
+    parse_prompt,
+)
 from bridge.engines.builtin.parts import CLOSED_HAT, KICK, SNARE, Music, Style, pulses, write_drums
-from bridge.engines.builtin.synth import saw
+from bridge.engines.builtin.synth import CLIP_KNEE_DB, DRUM_PLR_DB, saw, soft_clip
 from bridge.errors import Cancelled, InvalidArgument, UnsupportedOperation
 from tests import synth
 
@@ -92,8 +101,43 @@ def test_exact_length_finite_and_levelled(stem: str, bpm: float, ts: str, sr: in
     assert take.shape == (2, spec.grid(sr).samples_for_bars(3))
     assert take.dtype == np.float32
     assert np.all(np.isfinite(take))
-    peak_db = 20 * np.log10(np.max(np.abs(take)))
-    assert -6.0 <= peak_db <= -3.0
+    assert integrated_loudness(take, sr) == pytest.approx(TARGET_LUFS[stem], abs=0.1)
+    assert 20 * np.log10(np.max(np.abs(take))) <= PEAK_CEILING_DB + 1e-3
+
+
+@pytest.mark.parametrize("with_song", [False, True])
+def test_parts_balance_by_loudness_not_by_peak(with_song: bool, song_mix: np.ndarray) -> None:
+    """Parts of one song differ in loudness by the gaps of their targets (drums 1 LU above the bass, the
+    pad 6 LU below the drums), whatever their crest factor, and none peaks above -1 dBFS.
+
+    Levelled by peak (-4.5 dBFS each), the drums came out at -22 LUFS and the bass at -9 LUFS: 13 LU the
+    wrong way round."""
+    context = song_mix if with_song else None
+    loudness = {}
+    # the widest crest factors: sparse drums, a busy one, the 808's long decays
+    parts = [(stem, "") for stem in STEMS] + [("drums", "sparse"), ("drums", "busy"), ("bass", "808")]
+    for seed, (stem, prompt) in enumerate(parts):
+        (take,) = generate(context, SR, make(stem, bars=2, prompt=prompt, seed=seed))
+        assert 20 * np.log10(np.max(np.abs(take))) <= PEAK_CEILING_DB + 1e-3, (stem, prompt)
+        loudness[stem, prompt] = integrated_loudness(take, SR)
+    for (stem, prompt), lufs in loudness.items():
+        gap = lufs - loudness["drums", ""]
+        assert gap == pytest.approx(TARGET_LUFS[stem] - TARGET_LUFS["drums"], abs=2.0), (stem, prompt)
+    assert loudness["drums", ""] > loudness["bass", ""] > loudness["lead", ""] > loudness["pad", ""]
+
+
+def test_drum_bus_clipper_only_shaves_peaks() -> None:
+    """The soft clipper leaves samples below its knee alone, bends the rest towards its ceiling, and keeps
+    a sparse drum part's peaks within DRUM_PLR_DB of its loudness (they stood 18 to 22 dB above it)."""
+    x = np.linspace(-2.0, 2.0, 4001)
+    y = soft_clip(x, 0.5)
+    knee = 0.5 * 10 ** (-CLIP_KNEE_DB / 20)
+    quiet = np.abs(x) <= knee
+    np.testing.assert_array_equal(y[quiet], x[quiet])
+    assert np.all(np.abs(y) < 0.5) and np.all(np.diff(y) > 0)  # below the ceiling, still monotonic
+    (take,) = generate(None, SR, make("drums", bars=4, prompt="sparse", seed=1))
+    crest = 20 * np.log10(np.max(np.abs(take))) - integrated_loudness(take, SR)
+    assert crest <= DRUM_PLR_DB + 0.5
 
 
 def test_engine_routes_here_and_context_of_any_length_works(song_mix: np.ndarray) -> None:

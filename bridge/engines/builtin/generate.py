@@ -3,7 +3,8 @@
 The context (the song so far, ``[C, T]``, bar 1 at sample 0) is analysed once: its key, one chord per bar,
 its groove (onset strength per 16th step, overall and below 150 Hz) and its density (onsets per beat). A note
 writer (:mod:`.parts`) then composes the part on the exact 16th-note grid and a patch (:mod:`.synth`) plays
-it. Each result is exactly ``bars`` long, stereo, finite and peaks at -4.5 dBFS.
+it. Each result is exactly ``bars`` long, stereo and finite, and levelled to its stem's loudness (see
+:data:`TARGET_LUFS`) with no sample above -1 dBFS.
 
 A longer context is read over its first ``bars`` bars; a shorter one's chords repeat. A missing or silent
 context gives the prompt's key (else A minor), a diatonic progression and a default groove per stem; an
@@ -33,6 +34,7 @@ import re
 import numpy as np
 
 from bridge.audio import analysis
+from bridge.audio.loudness import integrated_loudness
 from bridge.audio.onsets import rhythm
 from bridge.audio.timing import Grid
 from bridge.engines.base import GenerateSpec, Progress, ProgressCallback
@@ -42,7 +44,14 @@ from bridge.errors import InvalidArgument, UnsupportedOperation
 
 STEMS = ("bass", "drums", "keys", "pad", "lead")
 MUSICGEN_STEMS = ("vocals", "guitar", "piano", "other")
-TARGET_PEAK_DB = -4.5
+# Integrated loudness (BS.1770) of each stem, in LUFS: the balance of a plain mix when the parts are summed as
+# they come. Drums and bass carry a groove and sit on top; the lead is next, keys behind it, and the pad is
+# a bed under everything. The gaps follow common mixing practice (the pipeline sets parts that many LU
+# below their context in the same order); the whole set sits 2 LU below the -14/-15/-17/-18/-20 one might
+# first reach for, so that the drums need only about 3 dB of transient clipping (up to 6 when sparse; see
+# synth.DRUM_PLR_DB) to stay under the ceiling. Summed, the five parts make a mix of about -11 LUFS.
+TARGET_LUFS = {"drums": -16.0, "bass": -17.0, "lead": -19.0, "keys": -20.0, "pad": -22.0}
+PEAK_CEILING_DB = -1.0  # no sample above this; the gain only ever goes down to get there
 LOW_HZ = 150.0
 _LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _KEY_RE = re.compile(
@@ -160,12 +169,23 @@ def variation_rngs(seed: int, k: int) -> tuple[np.random.Generator, np.random.Ge
     return np.random.default_rng(notes), np.random.default_rng(sound)
 
 
-def level(audio: np.ndarray, peak_db: float = TARGET_PEAK_DB) -> np.ndarray:
-    """``audio`` ``[2, n]`` scaled to peak at ``peak_db`` dBFS, as float32 (silence stays silence)."""
+def level(
+    audio: np.ndarray, sample_rate: int, target_lufs: float, ceiling_db: float = PEAK_CEILING_DB
+) -> np.ndarray:
+    """``audio`` ``[2, n]`` scaled to ``target_lufs`` integrated loudness, then down (never up) so that no
+    sample peaks above ``ceiling_db`` dBFS; float32. Silence stays silence.
+
+    A part with too wide a gap between its peaks and its loudness for both comes out quieter than its
+    target rather than clipped (the pipeline's limiter comes later; the drum patch keeps that gap small).
+    """
     audio = np.asarray(audio, dtype=np.float64)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    gain = 10.0 ** (peak_db / 20.0) / peak if peak > 0 else 0.0
-    return (audio * gain).astype(np.float32)
+    loudness = integrated_loudness(audio, sample_rate) if peak > 0 else float("-inf")
+    if not np.isfinite(loudness):
+        return np.zeros(audio.shape, dtype=np.float32)
+    gain = min(10.0 ** ((target_lufs - loudness) / 20.0), 10.0 ** (ceiling_db / 20.0) / peak)
+    out: np.ndarray = (audio * gain).astype(np.float32)
+    return out
 
 
 def generate(
@@ -206,6 +226,6 @@ def generate(
         notes = WRITERS[spec.stem](music, style, note_rng)
         step(0.05, "render")
         audio = RENDERERS[spec.stem](notes, n, grid, style, sound_rng, step.sub(0.05, 1.0))
-        takes.append(level(audio))
+        takes.append(level(audio, sample_rate, TARGET_LUFS[spec.stem]))
         step(1.0, "render")
     return takes

@@ -9,7 +9,8 @@ chunks so ``progress`` can be reported. Nothing is cached between calls, and eve
 
 Patches: bass (sine body + polyBLEP saw "bite" through a ladder low-pass, centred; ``808``: a gliding sine
 with a long decay and light drive), drums (kick with a pitch sweep, snare of tone + band-passed noise, hats of
-high-passed noise; kick and snare centred), keys (two-operator FM electric piano, voices spread, chorus), pad
+high-passed noise; kick and snare centred; a bus compressor, then a soft clipper that keeps the peaks within
+``DRUM_PLR_DB`` of the loudness), keys (two-operator FM electric piano, voices spread, chorus), pad
 (three detuned saws per note, slow attack, wide chorus and reverb) and lead (saw + square through a resonant
 low-pass with a dotted-8th delay).
 """
@@ -22,6 +23,7 @@ import numpy as np
 import pedalboard as pb
 from scipy import signal
 
+from bridge.audio.loudness import integrated_loudness
 from bridge.audio.timing import Grid
 from bridge.engines.base import Progress
 from bridge.engines.builtin.parts import CLOSED_HAT, KICK, OPEN_HAT, SNARE, Note, Style
@@ -29,6 +31,8 @@ from bridge.engines.builtin.parts import CLOSED_HAT, KICK, OPEN_HAT, SNARE, Note
 TWO_PI = 2.0 * np.pi
 MUTE_S = 0.01  # a monophonic voice falls silent this long before its next note
 NOTES_SHARE = 0.6  # of a render's progress spent on notes; the effects take the rest
+DRUM_PLR_DB = 14.0  # drum bus: a clipper keeps its peaks at most this far above its loudness (LUFS)
+CLIP_KNEE_DB = 6.0  # the clipper leaves everything this far below its ceiling untouched
 
 
 def midi_hz(pitch: float) -> float:
@@ -165,6 +169,19 @@ def _fx(
     return out
 
 
+def soft_clip(audio: np.ndarray, ceiling: float, knee_db: float = CLIP_KNEE_DB) -> np.ndarray:
+    """``audio`` with every sample above ``knee_db`` below ``ceiling`` bent smoothly (tanh, slope 1 at the
+    knee) towards ``ceiling``, which it never reaches; quieter samples pass unchanged."""
+    knee = ceiling * 10.0 ** (-knee_db / 20.0)
+    mag = np.abs(audio)
+    over = mag > knee
+    out = np.array(audio, dtype=np.float64)
+    out[over] = np.sign(audio[over]) * (
+        knee + (ceiling - knee) * np.tanh((mag[over] - knee) / (ceiling - knee))
+    )
+    return out
+
+
 def _each(notes: list[Note], progress: Progress) -> Iterator[Note]:
     """``notes`` in order, reporting ``progress`` from 0 to ``NOTES_SHARE`` every 32 notes."""
     for i, note in enumerate(notes):
@@ -227,7 +244,13 @@ def render_drums(
     effects: list[pb.Plugin] = [pb.Compressor(threshold_db=-14.0, ratio=2.5, attack_ms=8.0, release_ms=120.0)]
     if style.dark:
         effects.append(_lowpass(5000.0, 0.0))
-    return _fx(effects, buf, sr, progress.sub(NOTES_SHARE, 1.0))
+    bus = _fx(effects, buf, sr, progress.sub(NOTES_SHARE, 1.0))
+    # Short hits with silence between them peak 15 to 21 dB above their loudness, so a part set to its
+    # loudness would clip; shave the loudest transients (kick and snare peaks) as a drum-bus clipper does.
+    loudness = integrated_loudness(bus, sr)
+    if not np.isfinite(loudness):
+        return bus
+    return soft_clip(bus, 10.0 ** ((loudness + DRUM_PLR_DB) / 20.0))
 
 
 def render_bass(

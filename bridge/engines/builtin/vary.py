@@ -5,16 +5,19 @@ A variation is built in two passes:
 1. **Rearrangement.** The audio is cut into slices on the grid (16ths, 8ths or beats, chosen by strength and
    seed; each cut moved to just before a transient that lands a few ms early, else to a zero crossing). The
    slices are re-sequenced: each bar's downbeat stays more often than not; other slices are copied from
-   elsewhere, swapped, repeated, stuttered on 16ths, muted, reversed (rarely) or re-pitched like a sampler
-   (the slice's first 16th as a one-shot, varispeed by a fourth, fifth or octave). About ``strength`` of
-   the slices change. Every joint where the audio does not simply continue gets a 3 ms equal-power
-   crossfade that ends on the cut, so attacks keep their full edge; stretches left alone are copied sample
-   for sample. A seamless loop is treated as circular; other audio is mirrored at its ends.
-2. **Timbre.** With probabilities growing with strength: a pitch shift by a musical interval of a bar, half
-   a bar or two beats (from strength 0.5, on tonal material, with Rubber Band through ``pedalboard``; drums
-   are re-pitched slice by slice instead, so their attacks stay on the grid), a filter sweep or filter drop,
-   a touch of drive or bit reduction, chorus or phaser, a tempo-synced delay throw, and a 16th-note gate.
-   Region effects fade in and out over 8 ms and may not take more than 4 dB off their region's level.
+   elsewhere (placed so that they sit on the grid as they did at their source), swapped, repeated,
+   stuttered on 16ths, muted, reversed (only where that makes no attack off the grid: a slow decay, a
+   steady tone; never a note-off or a hat) or re-pitched like a sampler (the slice's first 16th as a
+   one-shot, varispeed by an octave, or a fourth or fifth where that keeps its notes in key). About
+   ``strength`` of the slices change. Every joint where the audio does not simply continue gets a 3 ms
+   equal-power crossfade that ends on the cut, so attacks keep their full edge; stretches left alone are
+   copied sample for sample. A seamless loop is treated as circular; other audio is mirrored at its ends.
+2. **Timbre.** With probabilities growing with strength: a pitch shift of a bar, half a bar or two beats
+   (from strength 0.5, on tonal material, with Rubber Band through ``pedalboard``, note by note so that
+   attacks stay on the grid, by an octave or an in-key fourth or fifth; drums are re-pitched slice by
+   slice instead), a filter sweep or filter drop, a touch of drive or bit reduction, a gentle chorus or a
+   phaser, a tempo-synced delay throw, and a 16th-note gate. Region effects fade in and out over 8 ms and
+   may not take more than 4 dB off their region's level. Nothing moves down into the sub-bass rumble.
 
 The result is set back to the input's RMS level with a safety gain that keeps peaks below 0 dBFS.
 Variation ``k`` draws from a generator seeded by ``(seed, k)``, so it is the same whatever ``n`` is.
@@ -85,7 +88,7 @@ def vary(
     elif grid.sample_rate != sample_rate:
         grid = grid.with_sample_rate(sample_rate)
     report(0.0, "analyse")
-    context = analyse(x, sample_rate, grid)
+    context = analyse(x, sample_rate, grid, pitch)
     results = []
     for k in range(n):
         stage = f"vary {k + 1}/{n}"

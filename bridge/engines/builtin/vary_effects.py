@@ -1,10 +1,11 @@
 """The timbre pass of a variation, then the gate and the output level.
 
-With probabilities growing with strength: a pitch shift by a musical interval of a bar, half a bar or two
-beats (on tonal material, with Rubber Band through ``pedalboard``), a filter sweep or filter drop, a touch of
-drive or bit reduction, chorus or phaser, a tempo-synced delay throw (:func:`timbre`), and a 16th-note gate
-(:func:`gate`). Region effects fade in and out over 8 ms and may not take more than 4 dB off their region's
-level. :func:`level` sets the result back to the input's RMS below 0 dBFS.
+With probabilities growing with strength: a pitch shift of a bar, half a bar or two beats (on tonal
+material, with Rubber Band through ``pedalboard``, note by note, by an interval that keeps the stretch in key:
+:func:`~bridge.engines.builtin.vary_context.pitch_choices_of`), a filter sweep or filter drop, a touch of
+drive or bit reduction, a gentle chorus or a phaser, a tempo-synced delay throw (:func:`timbre`), and a
+16th-note gate (:func:`gate`). Region effects fade in and out over 8 ms and may not take more than 4 dB off
+their region's level. :func:`level` sets the result back to the input's RMS below 0 dBFS.
 
 Plugins run over long regions in blocks of ``CHUNK`` samples with their state carried from block to block
 (``reset=False``), which gives the same samples as one call over the whole region, and ``tick`` is called
@@ -18,12 +19,13 @@ from collections.abc import Callable
 import numpy as np
 import pedalboard as pb
 
-from bridge.engines.builtin.vary_context import INTERVALS, VaryContext, rms
+from bridge.engines.builtin.vary_context import INTERVALS, VaryContext, pitch_choices_of, rms, transient_cuts
 
 PEAK_CEILING = 0.999
 REGION_DROP_DB = 4.0  # an effect may lower its region's RMS by at most this much (else it is mixed back)
 WHOLE_PITCH_S = 4.5  # longest part that may be pitch-shifted as a whole
 CHUNK = 1 << 17  # samples a plugin processes between two progress ticks (about 3 s at 44.1 kHz)
+NOTE_GAP_S = 0.05  # silence between the notes of a pitch shift, where each attack's smear goes
 
 Tick = Callable[[float], None]
 # An effect maps a segment [C, T] to a processed copy [C, T], calling tick(fraction) between blocks.
@@ -52,12 +54,19 @@ def timbre(
     sr, total = ctx.sample_rate, ctx.length
     rolls = rng.random(5)
     if pitch and not ctx.percussive and strength >= 0.5 and rolls[0] < 0.6 * (strength - 0.4) / 0.6:
-        # The whole part moves only by an octave, which keeps it in key, and only when it is short: Rubber
-        # Band costs about 0.1 s per second of stereo. A bar, half a bar or two beats move by any interval.
+        # The whole part moves only by an octave and only when it is short: Rubber Band costs about 0.1 s
+        # per second of stereo. A bar, half a bar or two beats move by an interval that keeps them in key.
         whole = strength >= 0.8 and total <= WHOLE_PITCH_S * sr and rng.random() < 0.25
         a, b = (0, total) if whole else region(ctx, rng, ("bar", "half", "half", "beat2", "beat2"))
-        semis = int(rng.choice([12, -12] if whole else list(INTERVALS)))
-        y = _apply(ctx, y, a, b, lambda seg, _: _pitch_shift(seg, sr, semis), _stage(tick, 0.0, 0.2))
+        semis = int(rng.choice(pitch_choices_of(ctx, y[:, a:b], (12, -12) if whole else INTERVALS)))
+        y = _apply(
+            ctx,
+            y,
+            a,
+            b,
+            lambda seg, _: _shift_notes(ctx, seg, b - seg.shape[1], semis),
+            _stage(tick, 0.0, 0.2),
+        )
     tick(0.2)
     if not effects:
         return y
@@ -77,8 +86,10 @@ def timbre(
     if rolls[3] < 0.35 * strength:
         a, b = region(ctx, rng, ("whole", "two"))
         if rng.random() < 0.5:
+            # the wet voice's pitch swings by about 110 cents x rate x depth: at most about 12 cents here (a
+            # rate of 1.5 Hz and a depth of 0.4 swung it by up to 190 cents, audibly out of tune)
             mod: pb.Plugin = pb.Chorus(
-                rate_hz=float(rng.uniform(0.3, 1.5)), depth=float(rng.uniform(0.15, 0.4)), mix=1.0
+                rate_hz=float(rng.uniform(0.2, 0.7)), depth=float(rng.uniform(0.08, 0.15)), mix=1.0
             )
         else:
             mod = pb.Phaser(rate_hz=float(rng.uniform(0.2, 1.0)), depth=0.6, mix=1.0)
@@ -197,18 +208,53 @@ def _matched(dry: np.ndarray, wet: np.ndarray) -> np.ndarray:
     return wet * np.float32(d / w) if w > 1e-9 else wet
 
 
+def _shift_notes(ctx: VaryContext, seg: np.ndarray, start: int, semitones: int) -> np.ndarray:
+    """:func:`_pitch_shift` of ``seg`` ``[C, T]`` (from sample ``start`` of the variation) note by note.
+
+    A phase vocoder smears each attack over its window, backwards too: shifted as one piece, a bass line
+    came out with its notes 10 to 25 ms early or late (an octave down worst). Cut just before each
+    transient on a grid line (:func:`transient_cuts`), the pieces are shifted in one call with
+    ``NOTE_GAP_S`` of silence between them, where each attack's smear goes and is dropped, so every note
+    starts where it did (within about 5 ms) for the price of one call. Each piece but the last fades out
+    over the 3 ms before the next one's cut, and each but the first fades in over its first millisecond.
+    """
+    edges = [0, *transient_cuts(ctx, seg, start), seg.shape[1]]
+    gap = np.zeros((seg.shape[0], int(round(NOTE_GAP_S * ctx.sample_rate))), dtype=seg.dtype)
+    spaced = np.concatenate(
+        [x for a, b in zip(edges, edges[1:], strict=False) for x in (seg[:, a:b], gap)], axis=1
+    )
+    shifted = _pitch_shift(spaced, ctx.sample_rate, semitones)
+    out = np.empty_like(seg)
+    out_fade = np.cos((np.arange(ctx.xfade) + 0.5) / ctx.xfade * np.pi / 2).astype(np.float32)
+    n_in = max(1, int(round(0.001 * ctx.sample_rate)))
+    in_fade = np.sin((np.arange(n_in) + 0.5) / n_in * np.pi / 2).astype(np.float32)
+    at = 0
+    for a, b in zip(edges, edges[1:], strict=False):
+        part = shifted[:, at : at + b - a].copy()
+        if b < seg.shape[1] and b - a > ctx.xfade + n_in:
+            part[:, -ctx.xfade :] *= out_fade
+        if a > 0 and b - a > ctx.xfade + n_in:
+            part[:, :n_in] *= in_fade
+        out[:, a:b] = part
+        at += b - a + gap.shape[1]
+    return out
+
+
 def _pitch_shift(seg: np.ndarray, sr: int, semitones: int) -> np.ndarray:
     """Shift ``seg`` ``[C, T]`` by ``semitones`` keeping its length (Rubber Band, offline high quality).
 
     Offline Rubber Band keeps even low, pure tones on pitch, where the real-time ``pb.PitchShift`` smears
-    them. Identical channels are shifted once. Only short stretches are shifted (see :func:`timbre`), so
-    there is no progress to report within one.
+    them. Formants move with the pitch, as in a sampler: kept in place (Rubber Band's default, meant for
+    voices) they turn an instrument's shifted bar up to 9 dB louder or quieter and bury an octave-down
+    chord under artefacts. Identical channels are shifted once. Only short stretches are shifted (see
+    :func:`timbre`), so there is no progress to report within one.
     """
-    if seg.shape[0] > 1 and all(np.array_equal(seg[0], ch) for ch in seg[1:]):
-        one: np.ndarray = pb.time_stretch(seg[:1], float(sr), 1.0, float(semitones))
-        return np.repeat(one[:, : seg.shape[1]], seg.shape[0], axis=0)
-    out: np.ndarray = pb.time_stretch(seg, float(sr), 1.0, float(semitones))
-    return out[:, : seg.shape[1]]
+    same = seg.shape[0] > 1 and all(np.array_equal(seg[0], ch) for ch in seg[1:])
+    out: np.ndarray = pb.time_stretch(
+        seg[:1] if same else seg, float(sr), 1.0, float(semitones), preserve_formants=False
+    )
+    out = np.pad(out[:, : seg.shape[1]], ((0, 0), (0, max(0, seg.shape[1] - out.shape[1]))))
+    return np.repeat(out, seg.shape[0], axis=0) if same else out
 
 
 def _filter_effect(ctx: VaryContext, strength: float, rng: np.random.Generator) -> Effect:

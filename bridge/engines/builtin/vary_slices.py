@@ -3,8 +3,11 @@
 :func:`plan` cuts the input into slices of a 16th, an 8th or a beat (chosen by strength and seed) on the
 snapped cuts of the :class:`~bridge.engines.builtin.vary_context.VaryContext`, and decides what plays in each:
 each bar's downbeat stays more often than not; other slices are copied from elsewhere, swapped, repeated,
-stuttered on 16ths, muted, reversed (rarely) or re-pitched like a sampler. :func:`render` writes the pieces
-and crossfades every joint where the audio does not simply continue (3 ms, equal power, ending on the cut).
+stuttered on 16ths, muted, reversed (where :func:`~bridge.engines.builtin.vary_context.reverses_cleanly`)
+or re-pitched like a sampler (by an interval from :func:`~bridge.engines.builtin.vary_context.pitch_choices`).
+A copied slice starts where its source's grid line lands on the destination's, and a re-pitched one reads
+from its source's grid line, so hits keep their place on the grid. :func:`render` writes the pieces and
+crossfades every joint where the audio does not simply continue (3 ms, equal power, ending on the cut).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-from bridge.engines.builtin.vary_context import INTERVALS, VaryContext
+from bridge.engines.builtin.vary_context import VaryContext, pitch_choices, reverses_cleanly
 
 # Varispeed ratios as resample_poly (up, down): pitch factor = down / up (a fifth is 3/2, 2 cents sharp).
 _RESAMPLE = {12: (1, 2), 7: (2, 3), 5: (3, 4), -5: (4, 3), -7: (3, 2), -12: (2, 1)}
@@ -74,14 +77,14 @@ def plan(ctx: VaryContext, strength: float, rng: np.random.Generator, pitch: boo
         slot = slots[i]
         if slot.changed or rng.random() >= (p_down if slot.in_bar == 0 else p_other):
             continue
-        _change(slots, i, full, strength, rng, pitch, unit)
+        _change(ctx, slots, i, full, strength, rng, pitch, unit)
     if len(full) >= 2 and not any(s.changed for s in slots):
         candidates = [i for i in full if slots[i].in_bar != 0] or full
         i = int(candidates[int(rng.integers(len(candidates)))])
         slots[i].source, slots[i].span = _pick_source(slots, i, full, rng, unit)
         slots[i].changed = True
     if pitch and ctx.percussive and strength >= 0.85 and rng.random() < 0.3:
-        semis = int(rng.choice([12, 7, 5, -5]))
+        semis = int(rng.choice(pitch_choices(ctx, 0, ctx.cuts.size - 1, (12, 7, 5, -5))))
         for i in full:
             if slots[i].mode == "copy":
                 slots[i].mode, slots[i].semitones = "repitch", semis
@@ -109,6 +112,7 @@ def _slots(ctx: VaryContext, unit: int, per_bar: int) -> list[_Slot]:
 
 
 def _change(
+    ctx: VaryContext,
     slots: list[_Slot],
     i: int,
     full: list[int],
@@ -117,15 +121,22 @@ def _change(
     pitch: bool,
     unit: int,
 ) -> None:
-    """Apply one randomly chosen operation to slot ``i``."""
+    """Apply one randomly chosen operation to slot ``i``.
+
+    A slot plays reversed only when that puts no rise off its grid lines (:func:`reverses_cleanly`), and
+    re-pitched only by an interval that keeps its first 16th in key (:func:`pitch_choices`).
+    """
     slot = slots[i]
+    reverse = 1.2 * max(0.0, strength - 0.6) / 0.4
+    if reverse and not reverses_cleanly(ctx, slot.source, slot.span):
+        reverse = 0.0
     ops = {
         "copy": 3.0,
         "swap": 1.5,
         "repeat": 2.0 if i > 0 and slots[i - 1].full else 0.0,
         "mute": 1.0 if slot.in_bar != 0 else 0.0,
         "stutter": 1.0 if unit >= 2 else 0.0,
-        "reverse": 1.2 * max(0.0, strength - 0.6) / 0.4,
+        "reverse": reverse,
         "repitch": 1.5 * max(0.0, strength - 0.45) / 0.55 if pitch else 0.0,
     }
     names = list(ops)
@@ -162,7 +173,8 @@ def _change(
     elif op == "reverse":
         slot.mode = "reverse"
     else:
-        slot.mode, slot.semitones = "repitch", int(rng.choice(INTERVALS))
+        first = ctx.step_at(slot.source)
+        slot.mode, slot.semitones = "repitch", int(rng.choice(pitch_choices(ctx, first, first + 1)))
 
 
 def _pick_source(
@@ -194,7 +206,40 @@ def _pieces(ctx: VaryContext, slots: list[_Slot]) -> list[Piece]:
         first = min(slot.span, int(after[0]) - slot.source) if after.size else slot.span
         for a, b in zip(starts, [*inner, slot.end], strict=True):
             pieces.append(Piece(a, b - a, slot.source, first, slot.mode, slot.semitones))
-    return pieces
+    return _aligned(ctx, pieces)
+
+
+def _grid_offset(ctx: VaryContext, position: int) -> int:
+    """How far ``position`` lies from its nearest 16th grid line (negative: before it), in samples."""
+    step = ctx.grid.samples_per_step
+    return int(position - round(round(position / step) * step))
+
+
+def _aligned(ctx: VaryContext, pieces: list[Piece]) -> list[Piece]:
+    """Move the start of every copied piece so that its source sits on the grid as it did in the input.
+
+    Cuts are snapped to just before transients, so a slice's cut lies up to a few ms before its grid line,
+    and not by the same amount at its source and at its destination; played from its cut at the
+    destination's cut, a slice would land up to twice that off the grid. Starting it at the destination's
+    grid line plus its source's offset puts every hit exactly where it was relative to the grid. A start
+    only moves while every piece keeps at least ``4 * xfade`` samples; lengths follow the starts.
+    """
+    if len(pieces) < 2:
+        return pieces
+    starts = [p.start for p in pieces]
+    for i in range(1, len(pieces)):
+        piece = pieces[i]
+        if piece.mode != "copy" or piece.source == piece.start:
+            continue
+        moved = piece.start + _grid_offset(ctx, piece.source) - _grid_offset(ctx, piece.start)
+        following = starts[i + 1] if i + 1 < len(starts) else ctx.length
+        if starts[i - 1] + 4 * ctx.xfade <= moved <= following - 4 * ctx.xfade:
+            starts[i] = moved
+    ends = [*starts[1:], pieces[-1].start + pieces[-1].length]
+    return [
+        Piece(a, b - a, p.source, p.span, p.mode, p.semitones)
+        for p, a, b in zip(pieces, starts, ends, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -285,16 +330,21 @@ def _repitch(ctx: VaryContext, piece: Piece, offset: int, length: int) -> np.nda
     x = ctx.audio
     up, down = _RESAMPLE[piece.semitones]
     ratio = down / up
+    # read so that the source's grid line plays on the destination's: a cut snapped a few ms before a hit
+    # would otherwise put the hit that many ms, divided by the ratio, late (an octave down: twice as late)
+    origin = (
+        piece.source - _grid_offset(ctx, piece.source) + int(round(_grid_offset(ctx, piece.start) * ratio))
+    )
     pad = 32 * max(up, down)
     first = int(np.floor(offset * ratio)) - pad
     count = int(np.ceil(length * ratio)) + 2 * pad
-    src = np.take(x, _outside(ctx, np.arange(piece.source + first, piece.source + first + count)), axis=1)
+    src = np.take(x, _outside(ctx, np.arange(origin + first, origin + first + count)), axis=1)
     out = signal.resample_poly(src, up, down, axis=1)
     start = int(round(offset - first / ratio))
     y = np.zeros((x.shape[0], length), dtype=np.float32)
     seg = out[:, start : start + length]
     y[:, : seg.shape[1]] = seg
-    shot = min(float(piece.span), ctx.grid.samples_per_step) / ratio
+    shot = (piece.source - origin + min(float(piece.span), ctx.grid.samples_per_step)) / ratio
     t = np.arange(offset, offset + length)
     gain = np.clip((shot - t) / ctx.xfade, 0.0, 1.0)
     y *= np.sin(gain * np.pi / 2).astype(np.float32)
