@@ -24,7 +24,7 @@ DEMO_BPM = 120.0
 DEMO_BARS = 8
 DEMO_SAMPLE_RATE = 44100
 # Relative levels of the composed parts in the demo mix, in dB.
-DEMO_PARTS = (("drums", -3.0), ("bass", -4.0), ("keys", -9.0), ("lead", -10.0))
+DEMO_PARTS = (("drums", -1.0), ("bass", -1.0), ("keys", -1.0), ("lead", -1.0))
 
 
 @dataclass
