@@ -306,7 +306,7 @@ def test_unknown_stem_names_the_choices() -> None:
     with pytest.raises(UnsupportedOperation) as info:
         generate(None, SR, make("vocals"))
     text = str(info.value)
-    assert "'vocals'" in text and "bass, drums, keys, pad, lead" in text and "--engine musicgen" in text
+    assert "'vocals'" in text and "bass, drums, keys, pad, lead" in text and "musicgen engine" in text
     with pytest.raises(InvalidArgument, match="NaN"):
         generate(np.full((2, 1000), np.nan, dtype=np.float32), SR, make("bass"))
     with pytest.raises(InvalidArgument, match="channels"):

@@ -26,8 +26,8 @@ class BuiltinEngine(Engine):
     generate_stems = BUILTIN_GENERATE_STEMS
     sample_rate = None
     stem_hints = {
-        "separate": " (guitar and piano need --engine demucs --model htdemucs_6s)",
-        "generate": " (vocals, guitar, piano and other need --engine musicgen)",
+        "separate": " (guitar and piano will need the demucs engine, not in this version yet)",
+        "generate": " (vocals, guitar, piano and other will need the musicgen engine, not in this version yet)",
     }
 
     def separate(
