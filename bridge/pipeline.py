@@ -162,6 +162,19 @@ def _inherit_position(options: OutputOptions, path: Path) -> OutputOptions:
     return replace(options, position=int(bext["time_reference"]) / rate)
 
 
+def _finished(
+    takes: Sequence[np.ndarray], work_rate: int, sample_rate: int, n_samples: int, target_lufs: float | None
+) -> list[tuple[int, np.ndarray]]:
+    """Bring an engine's takes back to ``sample_rate``, exactly ``n_samples`` long, levelled and limited;
+    numbered from 1."""
+    out = []
+    for k, take in enumerate(takes, start=1):
+        if work_rate != sample_rate:
+            take = audio_io.resample(take, work_rate, sample_rate)
+        out.append((k, finish(take, sample_rate, n_samples, target_lufs=target_lufs)))
+    return out
+
+
 def _write_all(
     items: Sequence[tuple[str, int | None, np.ndarray, str]],
     sample_rate: int,
@@ -342,14 +355,16 @@ def generate_files(
         if np.isfinite(context_lufs):
             target = context_lufs - PART_OFFSET_LU.get(spec.stem, DEFAULT_PART_OFFSET_LU)
     report(0.88, "finish")
-    items = []
     ext = FORMATS[options.fmt]
-    for k, take in enumerate(takes, start=1):
-        if work_rate != sample_rate:
-            take = audio_io.resample(take, work_rate, sample_rate)
-        take = finish(take, sample_rate, n_samples, target_lufs=target)
-        name = output_name(source, spec.stem, bpm=spec.bpm, bars=spec.bars, variation=k, ext=ext)
-        items.append((spec.stem, k, take, name))
+    items = [
+        (
+            spec.stem,
+            k,
+            take,
+            output_name(source, spec.stem, bpm=spec.bpm, bars=spec.bars, variation=k, ext=ext),
+        )
+        for k, take in _finished(takes, work_rate, sample_rate, n_samples, target)
+    ]
     report(0.92, "write")
     description = f"stembridge generate {spec.stem} ({eng.model_name})"
     outputs = _write_all(items, sample_rate, options, description, on_publish)
@@ -419,13 +434,12 @@ def vary_file(
     ext = FORMATS[options.fmt]
     source, source_stem = split_source(Path(path).stem)
     label = f"{source_stem}-var" if source_stem else "var"
-    items = []
-    for k, take in enumerate(takes, start=1):
-        if work_rate != sample_rate:
-            take = audio_io.resample(take, work_rate, sample_rate)
-        take = finish(take, sample_rate, n_samples, target_lufs=target if np.isfinite(target) else None)
-        name = output_name(source, label, bpm=grid.bpm, bars=bars_label, variation=k, ext=ext)
-        items.append((label, k, take, name))
+    items = [
+        (label, k, take, output_name(source, label, bpm=grid.bpm, bars=bars_label, variation=k, ext=ext))
+        for k, take in _finished(
+            takes, work_rate, sample_rate, n_samples, target if np.isfinite(target) else None
+        )
+    ]
     report(0.92, "write")
     description = f"stembridge vary {Path(path).name} ({eng.model_name})"
     outputs = _write_all(items, sample_rate, options, description, on_publish)
