@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from bridge.engines.base import available_engines, engine_class
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, InvalidArgument
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,3 +88,22 @@ def model_statuses(models_dir: Path | None = None) -> list[ModelStatus]:
             reason = engine_class(entry.engine).model_status(entry.name, models_dir)
             statuses.append(ModelStatus(entry, reason is None, reason or ""))
     return statuses
+
+
+def engine_for_model(name: str) -> str:
+    """The engine of the catalogue model ``name``.
+
+    Raises:
+        InvalidArgument: ``name`` is not in the catalogue (the message lists what is, and ``--engine``).
+    """
+    entries = load_catalog()
+    for entry in entries:
+        if entry.name == name.strip():
+            if entry.engine == "builtin":
+                raise InvalidArgument(f"{name!r} needs no download: the built-in engine has no weights")
+            return entry.engine
+    known = ", ".join(e.name for e in entries if e.engine != "builtin")
+    raise InvalidArgument(
+        f"unknown model {name!r}; known: {known}; for another one name its engine: "
+        f"stembridge models pull {name} --engine demucs|musicgen"
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bridge import __version__
-from bridge.errors import StembridgeError
+from bridge.errors import InvalidArgument, StembridgeError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -40,6 +40,18 @@ def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None
     if models:
         g.add_argument("--model", default=None, help="model name from `stembridge models`, or a local folder")
         g.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
+        g.add_argument(
+            "--device", default=None, help="where models run: auto (default), cpu, cuda, cuda:N or mps"
+        )
+        g.add_argument(
+            "--threads", type=int, default=None, help="CPU threads for models (default: one per core)"
+        )
+        g.add_argument(
+            "--allow-download",
+            action="store_true",
+            default=None,
+            help="let a missing model be downloaded (otherwise nothing touches the network)",
+        )
     g.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
     g.add_argument(
         "--format", dest="fmt", choices=("wav", "aiff"), default="wav", help="file format (default: wav)"
@@ -88,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="the audio file (WAV, AIFF, FLAC, MP3, OGG)")
     p.add_argument(
         "--stems", default=None, help="comma-separated stems to write (default: all the engine knows)"
+    )
+    d = p.add_argument_group("demucs")
+    d.add_argument(
+        "--segment", type=float, default=None, help="chunk length in seconds (default: the model's)"
+    )
+    d.add_argument("--overlap", type=float, default=None, help="chunk overlap, 0 to 0.99 (default 0.25)")
+    d.add_argument(
+        "--shifts",
+        type=int,
+        default=None,
+        help="shifted passes averaged, 0 to 20: better, slower (default 1)",
     )
     _add_job_options(p)
 
@@ -140,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         "List engines and models, and whether each can run here (and if not, why).",
         "stembridge models",
         "stembridge models --json",
+        "stembridge models pull htdemucs",
+        "stembridge models pull musicgen-small",
     )
+    p.add_argument(
+        "action", nargs="?", choices=("list", "pull"), default="list", help="list (default), or pull NAME"
+    )
+    p.add_argument("name", nargs="?", default=None, help="with pull: the model to download, e.g. htdemucs")
+    p.add_argument("--engine", default=None, help="with pull: the engine, for a model not in the list")
     p.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -172,7 +202,21 @@ def _settings(args: argparse.Namespace) -> Any:
         out_dir=getattr(args, "out", None),
         models_dir=getattr(args, "models_dir", None),
         engine=getattr(args, "engine", None),
+        device=getattr(args, "device", None),
+        threads=getattr(args, "threads", None),
+        allow_download=getattr(args, "allow_download", None),
     )
+
+
+def _engine_options(settings: Any, **extra: Any) -> dict[str, Any]:
+    """What the pipeline hands the engine besides the model: the settings' device, threads and downloads,
+    and the command's own engine options (unset ones left out)."""
+    options = {
+        "device": settings.device,
+        "threads": settings.threads or None,
+        "allow_download": settings.allow_download,
+    }
+    return {**options, **{k: v for k, v in extra.items() if v is not None}}
 
 
 def _output_options(args: argparse.Namespace, settings: Any) -> Any:
@@ -234,6 +278,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
+            engine_options=_engine_options(s, segment=args.segment, overlap=args.overlap, shifts=args.shifts),
             progress=bar,
         ),
     )
@@ -263,6 +308,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
+            engine_options=_engine_options(s),
             match_loudness=not args.no_loudness_match,
             progress=bar,
         ),
@@ -291,6 +337,7 @@ def cmd_vary(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
+            engine_options=_engine_options(s),
             progress=bar,
         ),
     )
@@ -301,6 +348,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     from bridge.engines.base import available_engines, engine_class
 
     settings = _settings(args)
+    if args.action == "pull":
+        return _pull(args, settings)
+    if args.name:
+        raise InvalidArgument(
+            f"unexpected {args.name!r}; to download a model: stembridge models pull {args.name}"
+        )
     engines = available_engines()
     statuses = model_statuses(settings.models_dir)
     if args.json:
@@ -338,6 +391,23 @@ def cmd_models(args: argparse.Namespace) -> int:
         state = "available" if s.available else "unavailable"
         why = f"  ({s.reason})" if s.reason else ""
         print(f"  {s.entry.name:<22} {s.entry.engine:<9} {state:<11} {'/'.join(s.entry.tasks)}{why}")
+    return EXIT_OK
+
+
+def _pull(args: argparse.Namespace, settings: Any) -> int:
+    from bridge.catalog import engine_for_model
+    from bridge.engines.base import engine_class
+
+    if not args.name:
+        raise InvalidArgument("name the model to download, e.g.: stembridge models pull htdemucs")
+    engine = args.engine if args.engine and args.engine != "auto" else engine_for_model(args.name)
+    if not args.json:
+        print(f"stembridge models: downloading {args.name} for the {engine} engine...", file=sys.stderr)
+    where = engine_class(engine).pull(args.name, settings.models_dir)
+    if args.json:
+        print(json.dumps({"model": args.name, "engine": engine, "path": str(where)}))
+    else:
+        print(f"{args.name}: ready in {where}")
     return EXIT_OK
 
 

@@ -80,6 +80,10 @@ class JobState:
 class JobResult:
     request_id: str
     paths: list[str] = field(default_factory=list)
+    #: what made the files (from the daemon's ``made`` reply; empty from an older daemon or a ``state`` reply)
+    engine: str = ""
+    model: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 _NUMBERED = re.compile(r"^(.+)-(\d+)$")  # what the writer makes of a taken name: name-2.wav
@@ -365,6 +369,7 @@ class Client:
         start = last_heard = time.monotonic()
         next_send = start + self.resend_interval
         acked, unanswered = False, 0
+        made_by: list[str] = []
         try:
             while True:
                 now = time.monotonic()
@@ -373,8 +378,14 @@ class Client:
                 now = time.monotonic()
                 if reply is not None and reply[1] and reply[1][0] in (rid, poll_id):
                     acked, last_heard, unanswered = True, now, 0
+                    if reply[0] == protocol.MADE:
+                        made_by = [str(a) for a in reply[1][1:]]
+                        continue
                     result = self._job_reply(rid, reply[0], reply[1], on_accepted, on_progress)
                     if result is not None:
+                        if made_by:
+                            result.engine, result.model = made_by[0], made_by[1] if len(made_by) > 1 else ""
+                            result.warnings = made_by[2:]
                         return result
                 elif not acked:
                     if now - start > self.answer_timeout:

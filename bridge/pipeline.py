@@ -15,7 +15,7 @@ cache; the CLI does not (a one-off command would only fill the disk).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,17 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_RATE = 44100
 FORMATS = {"wav": "wav", "aiff": "aif"}
 # How far below the context's loudness each generated part sits, in LU: a part, not a second mix.
-PART_OFFSET_LU = {"bass": 3.0, "drums": 2.0, "keys": 6.0, "pad": 8.0, "lead": 5.0}
+PART_OFFSET_LU = {
+    "bass": 3.0,
+    "drums": 2.0,
+    "vocals": 3.0,
+    "keys": 6.0,
+    "piano": 6.0,
+    "guitar": 5.0,
+    "lead": 5.0,
+    "other": 6.0,
+    "pad": 8.0,
+}
 DEFAULT_PART_OFFSET_LU = 4.0
 # The most audio one request may render (all its takes together): bounds memory and time. 20 minutes is
 # 256 bars of 4/4 at 100 bpm, twice; or 8 bars at 120 bpm, 75 times.
@@ -121,10 +131,26 @@ class Result:
         }
 
 
-def _engine(engine: str | Engine, capability: str, model: str | None, models_dir: Path | None) -> Engine:
+def _engine(
+    engine: str | Engine,
+    capability: str,
+    model: str | None,
+    models_dir: Path | None,
+    engine_options: Mapping[str, Any] | None,
+) -> Engine:
+    """``engine`` itself when it is a loaded engine (the daemon's warm ones), else load it with the options
+    (``device``, ``allow_download``, ``threads``, and engine ones such as ``shifts``)."""
     if isinstance(engine, Engine):
         return engine
-    return load_engine(engine, capability, model=model, models_dir=models_dir)
+    return load_engine(engine, capability, model=model, models_dir=models_dir, **dict(engine_options or {}))
+
+
+def _notes(eng: Engine, info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with the engine's notes on this job (and on its loading) added to its ``warnings``."""
+    notes = [*eng.load_notes, *eng.warnings]
+    if notes:
+        info["warnings"] = [*info.get("warnings", []), *notes]
+    return info
 
 
 def _to_engine_rate(audio: np.ndarray, sample_rate: int, engine: Engine) -> tuple[np.ndarray, int]:
@@ -217,6 +243,7 @@ def separate_file(
     engine: str | Engine = "auto",
     model: str | None = None,
     models_dir: Path | None = None,
+    engine_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
     cache: ResultCache | None = None,
@@ -230,7 +257,7 @@ def separate_file(
             ``cached`` says which.
     """
     report = Progress(progress)
-    eng = _engine(engine, "separate", model, models_dir)
+    eng = _engine(engine, "separate", model, models_dir, engine_options)
     if stems is not None and not [s for s in stems if s.strip()]:
         raise InvalidArgument(f"no stems named; pick some of: {', '.join(eng.separate_stems)}")
     wanted = list(dict.fromkeys(s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()))
@@ -241,7 +268,12 @@ def separate_file(
     report(0.02, "read")
     key = None
     if cache is not None and digest is not None and unchanged(Path(path), digest):
-        settings = {"engine_rate": eng.sample_rate, "device": eng.device, "stembridge": __version__}
+        settings = {
+            "engine_rate": eng.sample_rate,
+            "device": eng.device,
+            "stembridge": __version__,
+            **eng.cache_settings(),
+        }
         key = separation_key(digest, engine=eng.name, model=eng.model_name, stems=wanted, settings=settings)
     shape = (audio.shape[0], audio.shape[-1])
     stems_out = None if cache is None or key is None else cache.get(key, wanted, shape, sample_rate)
@@ -269,7 +301,7 @@ def separate_file(
         items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})", on_publish
     )
     report(1.0, "cache" if cached else "done")
-    return Result("separate", eng.name, eng.model_name, outputs, info)
+    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info) if not cached else info)
 
 
 def _separate(
@@ -318,6 +350,7 @@ def generate_files(
     engine: str | Engine = "auto",
     model: str | None = None,
     models_dir: Path | None = None,
+    engine_options: Mapping[str, Any] | None = None,
     match_loudness: bool = True,
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
@@ -327,7 +360,7 @@ def generate_files(
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
     """
     report = Progress(progress)
-    eng = _engine(engine, "generate", model, models_dir)
+    eng = _engine(engine, "generate", model, models_dir, engine_options)
     eng.require_stems("generate", [spec.stem])
     _check_render_length(
         spec.grid(DEFAULT_SAMPLE_RATE).samples_for_bars(spec.bars) / DEFAULT_SAMPLE_RATE,
@@ -377,7 +410,7 @@ def generate_files(
         "seed": spec.seed,
         "context": [str(p) for p in context_paths],
     }
-    return Result("generate", eng.name, eng.model_name, outputs, info)
+    return Result("generate", eng.name, eng.model_name, outputs, _notes(eng, info))
 
 
 def vary_file(
@@ -393,6 +426,7 @@ def vary_file(
     engine: str | Engine = "auto",
     model: str | None = None,
     models_dir: Path | None = None,
+    engine_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
 ) -> Result:
@@ -406,7 +440,7 @@ def vary_file(
         raise InvalidArgument(f"variations must be between 1 and 16, got {variations}")
     if not 0.0 <= float(strength) <= 1.0:
         raise InvalidArgument(f"strength must be between 0 and 1, got {strength}")
-    eng = _engine(engine, "vary", model, models_dir)
+    eng = _engine(engine, "vary", model, models_dir, engine_options)
     if bpm is None and bars is None:
         bpm, bars = parse_tempo(Path(path).stem)  # our own results say their tempo in their names
     options = _inherit_position(options, Path(path))
@@ -451,7 +485,7 @@ def vary_file(
         "seed": int(seed),
         "source": str(path),
     }
-    return Result("vary", eng.name, eng.model_name, outputs, info)
+    return Result("vary", eng.name, eng.model_name, outputs, _notes(eng, info))
 
 
 __all__ = [

@@ -11,6 +11,7 @@ engine lets it propagate, so a cancelled job stops at its next chunk.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bridge.audio.timing import Grid, TimeSignature, check_bars, check_bpm
-from bridge.errors import EngineUnavailable, InvalidArgument, UnknownEngine, UnsupportedOperation
+from bridge.errors import (
+    EngineUnavailable,
+    InvalidArgument,
+    ModelNotFound,
+    UnknownEngine,
+    UnsupportedOperation,
+)
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -106,11 +113,34 @@ class Engine:
     separate_stems: ClassVar[tuple[str, ...]] = ()
     generate_stems: ClassVar[tuple[str, ...]] = ()
     sample_rate: int | None = None
+    # The model used when none is named; "auto" checks its weights (model_status) before choosing the engine.
+    default_model: ClassVar[str] = ""
+    # Whether the engine runs on torch (the ``threads`` setting then applies to it).
+    uses_torch: ClassVar[bool] = False
 
     def __init__(self, model: str | None = None, models_dir: Path | None = None, device: str | None = None):
         self.model = model
         self.models_dir = models_dir
         self.device = device
+        #: Notes for the user about the last job ("not isolated: ..."); engines reset them per job.
+        self.warnings: list[str] = []
+        #: Notes from loading that hold for every job of this instance ("the builtin engine ignores shifts").
+        self.load_notes: list[str] = []
+        #: Bytes of the loaded weights: what keeping this instance in memory costs (0: nothing to speak of).
+        self.model_bytes: int = 0
+
+    def cache_settings(self) -> dict[str, Any]:
+        """The options that change this engine's output, for keys of cached results (segment, shifts...)."""
+        return {}
+
+    @classmethod
+    def pull(cls, model: str, models_dir: Path | None = None) -> Path:
+        """Fetch ``model``'s weights into the engine's standard cache; return where they are.
+
+        Raises:
+            UnsupportedOperation: the engine has no weights to fetch.
+        """
+        raise UnsupportedOperation(f"the {cls.name} engine has no weights to fetch: it works without them")
 
     # Said after "cannot <capability> <stem>" when another engine could: {"generate": " (vocals need ...)"}.
     stem_hints: ClassVar[dict[str, str]] = {}
@@ -178,13 +208,23 @@ class Engine:
 # Engines by name, as import strings, so nothing heavy is imported until an engine is used.
 ENGINES: dict[str, str] = {
     "builtin": "bridge.engines.builtin:BuiltinEngine",
+    "demucs": "bridge.engines.demucs_engine:DemucsEngine",
+    "musicgen": "bridge.engines.musicgen.engine:MusicgenEngine",
+    "audiocraft": "bridge.engines.musicgen.audiocraft_engine:AudiocraftEngine",
+}
+
+# How to get an engine that does not import.
+INSTALL_HINTS: dict[str, str] = {
+    "models": "install it with: pip install 'stembridge[models]'",
+    # the module's own ImportError says how (an environment of its own)
+    "audiocraft": "",
 }
 
 # What "auto" picks, best first, per capability; the first that is available wins.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "separate": ("builtin",),
-    "generate": ("builtin",),
-    "vary": ("builtin",),
+    "separate": ("demucs", "builtin"),
+    "generate": ("musicgen", "audiocraft", "builtin"),
+    "vary": ("musicgen", "audiocraft", "builtin"),
 }
 
 
@@ -212,37 +252,101 @@ def engine_class(name: str) -> type[Engine]:
     try:
         return _import(ENGINES[key])
     except EngineUnavailable as exc:
+        hint = INSTALL_HINTS.get(key, INSTALL_HINTS["models"])
         raise EngineUnavailable(
-            f"engine {key!r} is not available: {exc}; install it with: pip install 'stembridge[models]'"
+            f"engine {key!r} is not available: {exc}" + (f"; {hint}" if hint else "")
         ) from exc
 
 
-def resolve_engine_name(name: str, capability: str) -> str:
-    """Turn ``"auto"`` into the best available engine for ``capability``; check other names exist."""
+def resolve_engine_name(
+    name: str, capability: str, model: str | None = None, models_dir: Path | None = None
+) -> str:
+    """Turn ``"auto"`` into the best available engine for ``capability``; check other names exist.
+
+    An engine is available for "auto" when it imports and the weights of ``model`` (or of its
+    ``default_model``) are on this machine (:meth:`Engine.model_status`); otherwise the next one is tried.
+    A model the user named that no engine with weights can run is an error, not a silent fallback.
+
+    Raises:
+        ModelNotFound: ``model`` was named and no engine for ``capability`` has its weights (the message says
+            where the first engine looked and how to fetch it).
+    """
     key = str(name or "auto").strip().lower()
     if key != "auto":
         engine_class(key)
         return key
+    named = bool(model) and str(model).strip().lower() != "builtin"
+    first_reason = ""
     for candidate in AUTO_ORDER.get(capability, ()):
         try:
             cls = engine_class(candidate)
         except EngineUnavailable:
             continue
-        if capability in cls.capabilities:
+        if capability not in cls.capabilities:
+            continue
+        if named and not cls.default_model:  # an engine without weights cannot run a named model
+            break
+        reason = cls.model_status(model or cls.default_model, models_dir)
+        if reason is None:
             return candidate
+        first_reason = first_reason or reason
+    if named:
+        raise ModelNotFound(
+            first_reason
+            or f"no installed engine can {capability} with the model {model!r}; "
+            "see `stembridge models` for what is installed"
+        )
     raise EngineUnavailable(f"no engine can {capability} on this machine")
 
 
+# Options any engine may be given and silently not use; any other unused option is reported in ``load_notes``.
+_COMMON_OPTIONS = frozenset({"model", "models_dir", "device", "allow_download", "threads"})
+
+
+def _accepted_options(cls: type[Engine]) -> set[str] | None:
+    """Names ``cls``'s constructor takes (``None``: any, it has ``**kwargs``)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name != "self"}
+
+
+def set_threads(threads: int | None) -> None:
+    """Let torch use ``threads`` CPU threads (0 or ``None``: leave torch's default)."""
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != int(threads):
+            torch.set_num_threads(int(threads))
+
+
 def load_engine(name: str, capability: str, **options: Any) -> Engine:
-    """Create the engine ``name`` (or the best for ``capability`` when ``"auto"``) with ``options``."""
-    resolved = resolve_engine_name(name, capability)
+    """Create the engine ``name`` (or the best for ``capability`` when ``"auto"``) with ``options``.
+
+    Options set to ``None`` are left to the engine's defaults; options the chosen engine does not take (say
+    ``shifts`` when "auto" fell back to the built-in engine) are dropped and named in its ``load_notes``.
+    ``threads`` applies to torch engines (:func:`set_threads`).
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    resolved = resolve_engine_name(name, capability, given.get("model"), given.get("models_dir"))
     cls = engine_class(resolved)
     if capability not in cls.capabilities:
         able = [n for n in engine_names() if capability in _capabilities_or_empty(n)]
         raise UnsupportedOperation(
             f"engine {resolved!r} cannot {capability}; use one of: {', '.join(able) or 'none installed'}"
         )
-    return cls(**options)
+    threads = given.pop("threads", None)
+    accepted = _accepted_options(cls)
+    ignored = sorted(
+        k for k in given if accepted is not None and k not in accepted and k not in _COMMON_OPTIONS
+    )
+    if cls.uses_torch:
+        set_threads(threads)
+    engine = cls(**{k: v for k, v in given.items() if accepted is None or k in accepted})
+    engine.load_notes = (
+        [f"the {resolved} engine does not use {', '.join(ignored)}; ignored"] if ignored else []
+    )
+    return engine
 
 
 def _capabilities_or_empty(name: str) -> frozenset[str]:

@@ -45,7 +45,8 @@ class ReplyTo:
 
 @dataclass(frozen=True)
 class JobEvent:
-    """What happened to a job: ``progress``, ``done`` (with ``paths``) or ``error`` (``code``, ``message``)"""
+    """What happened to a job: ``progress``, ``made`` (``made_by``: engine, model and notes, right before
+    ``done``), ``done`` (with ``paths``) or ``error`` (``code``, ``message``)"""
 
     kind: str
     request_id: str
@@ -55,6 +56,7 @@ class JobEvent:
     paths: tuple[str, ...] = ()
     code: str = ""
     message: str = ""
+    made_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,9 @@ class JobQueue:
             self._active.pop(job.key, None)
             self._running = None
         if state == "done":
+            made_by = _made_by(detail)
+            if made_by:
+                self._emit(JobEvent("made", job.request_id, job.reply, 1.0, made_by=made_by))
             self._emit(JobEvent("done", job.request_id, job.reply, 1.0, paths=paths))
         else:
             self._emit(JobEvent("error", job.request_id, job.reply, job.fraction, code=code, message=message))
@@ -391,3 +396,12 @@ class JobQueue:
             self._listener(event)
         except Exception:  # the listener is the server's; a failure there must not stop the worker
             log.exception("could not deliver %s event of job %s", event.kind, event.request_id)
+
+
+def _made_by(detail: dict[str, object] | None) -> tuple[str, ...]:
+    """``(engine, model, *warnings)`` from a job's result detail; empty when the runner did not say."""
+    if not detail or not detail.get("engine"):
+        return ()
+    warnings = detail.get("warnings") or []
+    notes = [str(w) for w in warnings] if isinstance(warnings, list) else []
+    return (str(detail["engine"]), str(detail.get("model", "")), *notes)

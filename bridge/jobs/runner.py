@@ -14,20 +14,35 @@ from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import InvalidArgument
 from bridge.jobs.spec import JobSpec, Outcome, PublishHook, Runner
+from bridge.jobs.warm import WarmEngines, memory_budget
 
 if TYPE_CHECKING:
     from bridge.audio.writer import Staged
+    from bridge.engines.base import Engine
     from bridge.jobs.cache import ResultCache
 
 
+# Job options that go to the engine itself (demucs's chunking), not to the pipeline.
+ENGINE_OPTIONS = ("segment", "overlap", "shifts")
+
+
+class PipelineRunner:
+    """The daemon's :data:`Runner`: runs jobs with ``settings``' engine and models folder, ``cache`` for
+    separations, and keeps loaded models warm between jobs in :attr:`engines` (bounded by
+    ``settings.model_memory_mb``)."""
+
+    def __init__(self, settings: Settings, cache: ResultCache | None = None) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.engines = WarmEngines(memory_budget(settings))
+
+    def __call__(self, spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook) -> Outcome:
+        return run_job(spec, self.settings, progress, on_publish, self.cache, self.engines)
+
+
 def pipeline_runner(settings: Settings, cache: ResultCache | None = None) -> Runner:
-    """A :data:`Runner` that runs jobs with ``settings``' engine and models folder, and ``cache`` for
-    separations."""
-
-    def run(spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook) -> Outcome:
-        return run_job(spec, settings, progress, on_publish, cache)
-
-    return run
+    """A :class:`PipelineRunner`."""
+    return PipelineRunner(settings, cache)
 
 
 def run_job(
@@ -36,9 +51,10 @@ def run_job(
     progress: ProgressCallback,
     on_publish: PublishHook | None = None,
     cache: ResultCache | None = None,
+    engines: WarmEngines | None = None,
 ) -> Outcome:
     """Run one validated job; raises what the pipeline raises (``Cancelled`` from ``progress`` or
-    ``on_publish`` included)."""
+    ``on_publish`` included). With ``engines``, the engine comes from (and stays in) that cache."""
     from bridge import pipeline
     from bridge.audio.timing import TimeSignature
     from bridge.engines.base import GenerateSpec
@@ -55,9 +71,18 @@ def run_job(
         sample_rate=o.get("sample_rate"),
         position=o.get("position"),
     )
-    engine: str = o.get("engine") or settings.engine
     model: str | None = o.get("model")
     models_dir = settings.models_dir
+    engine_options = {
+        "device": settings.device,
+        "threads": settings.threads or None,
+        "allow_download": settings.allow_download,
+        **{k: o[k] for k in ENGINE_OPTIONS if o.get(k) is not None},
+    }
+    capability = spec.kind if spec.kind in ("separate", "generate", "vary") else ""
+    engine: str | Engine = o.get("engine") or settings.engine
+    if engines is not None and capability:
+        engine = engines.get(str(engine), capability, model, models_dir, engine_options)
     if spec.kind == "separate":
         result = pipeline.separate_file(
             Path(o["path"]),
@@ -67,6 +92,7 @@ def run_job(
             engine=engine,
             model=model,
             models_dir=models_dir,
+            engine_options=engine_options,
             progress=progress,
             on_publish=publishing,
         )
@@ -87,6 +113,7 @@ def run_job(
             engine=engine,
             model=model,
             models_dir=models_dir,
+            engine_options=engine_options,
             match_loudness=bool(o.get("match_loudness", True)),
             progress=progress,
             on_publish=publishing,
@@ -104,6 +131,7 @@ def run_job(
             engine=engine,
             model=model,
             models_dir=models_dir,
+            engine_options=engine_options,
             progress=progress,
             on_publish=publishing,
         )

@@ -50,6 +50,8 @@ def event_reply(event: JobEvent) -> protocol.Reply:
     """The OSC reply for a job event."""
     if event.kind == "progress":
         return protocol.progress(event.request_id, event.fraction, event.stage)
+    if event.kind == "made":
+        return protocol.made(event.request_id, event.made_by)
     if event.kind == "done":
         return protocol.done(event.request_id, event.paths)
     return protocol.error(event.request_id, event.code, event.message)

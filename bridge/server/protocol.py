@@ -50,6 +50,7 @@ CANCEL, STATUS, MODELS = f"{PREFIX}/cancel", f"{PREFIX}/status", f"{PREFIX}/mode
 # Replies
 PONG, ACCEPTED, PROGRESS = f"{PREFIX}/pong", f"{PREFIX}/accepted", f"{PREFIX}/progress"
 DONE, ERROR, STATE = f"{PREFIX}/done", f"{PREFIX}/error", f"{PREFIX}/state"
+MADE = f"{PREFIX}/made"
 MODELS_REPLY = MODELS
 
 COMMANDS = ("ping", "separate", "generate", "vary", "cancel", "status", "models")
@@ -116,6 +117,18 @@ def _engine(value: Any) -> str:
     return name
 
 
+def _model(value: Any) -> str:
+    """A model by name only: a path could point the daemon at any checkpoint, and loading one runs its code."""
+    name = as_text("model", value).strip()
+    if not name or any(c in name for c in "/\\:") or name.startswith((".", "~")):
+        raise InvalidArgument(
+            f"model must be a model name such as htdemucs or musicgen-small, got {describe(value)}; "
+            "for a checkpoint of your own, put it in the daemon's models folder as <models-dir>/<name>/ "
+            "and send its name"
+        )
+    return name
+
+
 def _stem_list(values: list[Any], known: Sequence[str]) -> list[str]:
     stems: list[str] = []
     for value in values:
@@ -168,7 +181,7 @@ def _bars(value: Any) -> int:
 Converter = Callable[[Any], Any]
 _OUTPUT: dict[str, tuple[str, Converter]] = {
     "engine": ("engine", _engine),
-    "model": ("model", lambda v: as_text("model", v)),
+    "model": ("model", lambda v: _model(v)),
     "format": ("format", _format),
     "bitdepth": ("bit_depth", _bit_depth),
     "samplerate": ("sample_rate", lambda v: as_int("samplerate", v, 8000, 192000)),
@@ -179,7 +192,12 @@ _VARIATIONS = ("variations", lambda v: as_int("variations", v, 1, 16))
 # For each job: protocol key -> (option name in the JobSpec, converter). ``out`` and the repeatable keys
 # (``context``, ``stems``) are handled apart.
 _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
-    "separate": {**_OUTPUT},
+    "separate": {
+        **_OUTPUT,
+        "segment": ("segment", lambda v: as_float("segment", v, 0.1, 600.0)),
+        "overlap": ("overlap", lambda v: as_float("overlap", v, 0.0, 0.99)),
+        "shifts": ("shifts", lambda v: as_int("shifts", v, 0, 20)),
+    },
     "generate": {
         **_OUTPUT,
         "prompt": ("prompt", lambda v: as_text("prompt", v)),
@@ -449,6 +467,11 @@ def accepted(request_id: str, position: int) -> Reply:
 
 def progress(request_id: str, fraction: float, stage: str) -> Reply:
     return PROGRESS, [request_id, float(fraction), stage or "working"]
+
+
+def made(request_id: str, made_by: Sequence[str]) -> Reply:
+    """Which engine and model made a job's files, and notes on it: sent right before ``done``."""
+    return MADE, [request_id, *made_by]
 
 
 def done(request_id: str, paths: Sequence[str]) -> Reply:

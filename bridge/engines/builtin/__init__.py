@@ -26,8 +26,10 @@ class BuiltinEngine(Engine):
     generate_stems = BUILTIN_GENERATE_STEMS
     sample_rate = None
     stem_hints = {
-        "separate": " (guitar and piano will need the demucs engine, not in this version yet)",
-        "generate": " (vocals, guitar, piano and other will need the musicgen engine, not in this version yet)",
+        "separate": " (guitar and piano need the demucs engine with --model htdemucs_6s: pip install "
+        "'stembridge[models]', then stembridge models pull htdemucs_6s)",
+        "generate": " (vocals, guitar, piano and other need the musicgen engine: pip install "
+        "'stembridge[models]', then stembridge models pull musicgen-small)",
     }
 
     def separate(

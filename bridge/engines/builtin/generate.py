@@ -115,7 +115,7 @@ def _check_stem(stem: str) -> None:
     if stem not in STEMS:
         raise UnsupportedOperation(
             f"the builtin engine cannot generate {stem!r}; it generates: {', '.join(STEMS)} "
-            f"({', '.join(MUSICGEN_STEMS)} will need the musicgen engine, not in this version yet)"
+            f"({', '.join(MUSICGEN_STEMS)} need the musicgen engine: --engine musicgen)"
         )
 
 

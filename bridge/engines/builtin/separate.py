@@ -166,7 +166,7 @@ def _check_stems(stems: Sequence[str]) -> tuple[str, ...]:
         if name not in KNOWN_STEMS:
             hint = ""
             if name in ("guitar", "piano"):
-                hint = " (guitar and piano will need the demucs engine, not in this version yet)"
+                hint = " (guitar and piano need the demucs engine: --model htdemucs_6s)"
             raise UnsupportedOperation(
                 f"the builtin engine cannot separate {name!r}; it knows {', '.join(KNOWN_STEMS)}{hint}"
             )
