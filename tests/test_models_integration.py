@@ -25,7 +25,7 @@ from bridge.client import Client, Endpoint  # noqa: E402
 from bridge.config import Settings  # noqa: E402
 from bridge.engines import base  # noqa: E402
 from bridge.engines.base import ENGINES, Engine, load_engine  # noqa: E402
-from bridge.errors import InvalidArgument, ModelNotFound  # noqa: E402
+from bridge.errors import Cancelled, InvalidArgument, ModelNotFound  # noqa: E402
 from bridge.jobs.runner import PipelineRunner  # noqa: E402
 from bridge.jobs.warm import MIB, WarmEngines  # noqa: E402
 from bridge.server.daemon import DaemonThread  # noqa: E402
@@ -119,6 +119,28 @@ def test_daemon_generates_with_musicgen_bar_exact(tmp_path: Path, models_dir: Pa
         info = sf.info(path)
         assert (info.samplerate, info.frames, info.channels) == (SR, 88200, 2)  # 1 bar of 4/4 at 120 bpm
     assert runner.engines.loads == 1
+
+
+def test_daemon_cancels_a_demucs_job_mid_separation(tmp_path: Path, models_dir: Path) -> None:
+    long_song = tmp_path / "long.wav"
+    sf.write(long_song, synth.mix(synth.song_stems(bpm=120.0, bars=12)).T, SR)  # 24 s: ~30 one-second chunks
+    settings = _settings(tmp_path, models_dir, cache_max_mb=0)
+    seen: list[float] = []
+    with DaemonThread(settings, discovery=False) as d, Client(Endpoint("127.0.0.1", d.port)) as client:
+        with Client(Endpoint("127.0.0.1", d.port)) as other:
+
+            def progress(fraction: float, stage: str) -> None:
+                seen.append(fraction)
+                if stage == "separate" and len(seen) == 3:
+                    other.cancel("long1")
+
+            with pytest.raises(Cancelled):
+                client.run(
+                    "separate", [str(long_song)], {"shifts": 0}, request_id="long1", on_progress=progress
+                )
+            assert other.status("long1").state == "cancelled"
+    assert max(seen) < 0.9  # stopped within the separation, not after it
+    assert not list((tmp_path / "renders").glob("**/*.wav"))
 
 
 def test_daemon_reports_a_missing_model_and_how_to_fetch_it(
