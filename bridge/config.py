@@ -10,19 +10,23 @@ Example ``config.toml``::
     models_dir = "~/stembridge-models"
     engine = "auto"
     allow_download = false
+    device = "auto"           # or cpu, cuda, cuda:1, mps
+    threads = 0               # CPU threads for models (0: one per core)
     # the daemon (`stembridge serve`)
     host = "127.0.0.1"
     port = 9977
     allowed_roots = ["~/Projects/Renders"]
 
 The daemon also reads ``STEMBRIDGE_HOST``, ``STEMBRIDGE_PORT``, ``STEMBRIDGE_TOKEN``,
-``STEMBRIDGE_QUEUE_SIZE``, ``STEMBRIDGE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``) and
-``STEMBRIDGE_CACHE_MAX_MB``.
+``STEMBRIDGE_QUEUE_SIZE``, ``STEMBRIDGE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``),
+``STEMBRIDGE_CACHE_MAX_MB`` and ``STEMBRIDGE_MODEL_MEMORY_MB``; every command reads ``STEMBRIDGE_DEVICE``,
+``STEMBRIDGE_THREADS`` and ``STEMBRIDGE_ALLOW_DOWNLOAD``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -79,6 +83,12 @@ class Settings:
         discovery: whether the daemon advertises itself over mDNS (zeroconf).
         cache_max_mb: the size limit of the daemon's separation cache (``<state_dir>/cache``) in MiB; 0 turns
             it off.
+        device: where models run: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        threads: CPU threads a model may use (0: torch's default, one per core).
+        model_memory_mb: how much memory the daemon may keep in loaded models between jobs, in MiB (0: half of
+            this machine's memory); the least recently used model is unloaded first.
+        watch_dir: the daemon's hot folder (``stembridge serve --watch DIR``, docs/LOGIC.md); ``None``: none.
+        watch_settle_s: how many seconds a file dropped into the hot folder must stay unchanged before it is taken.
     """
 
     out_dir: Path = field(default_factory=default_out_dir)
@@ -93,6 +103,11 @@ class Settings:
     queue_size: int = 16
     discovery: bool = True
     cache_max_mb: int = 2048
+    device: str = "auto"
+    threads: int = 0
+    model_memory_mb: int = 0
+    watch_dir: Path | None = None
+    watch_settle_s: float = 2.0
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied (paths expanded)."""
@@ -113,11 +128,25 @@ _ENV = {
     "queue_size": "STEMBRIDGE_QUEUE_SIZE",
     "discovery": "STEMBRIDGE_DISCOVERY",
     "cache_max_mb": "STEMBRIDGE_CACHE_MAX_MB",
+    "watch_dir": "STEMBRIDGE_WATCH_DIR",
+    "watch_settle_s": "STEMBRIDGE_WATCH_SETTLE_S",
+    "device": "STEMBRIDGE_DEVICE",
+    "threads": "STEMBRIDGE_THREADS",
+    "model_memory_mb": "STEMBRIDGE_MODEL_MEMORY_MB",
 }
 _BOOLS = ("allow_download", "discovery")
 
 # Whole-number settings and their ranges.
-_INT_RANGES = {"port": (0, 65535), "queue_size": (1, 1000), "cache_max_mb": (0, 1_000_000)}
+_INT_RANGES = {
+    "port": (0, 65535),
+    "queue_size": (1, 1000),
+    "cache_max_mb": (0, 1_000_000),
+    "threads": (0, 1024),
+    "model_memory_mb": (0, 16_000_000),
+}
+
+# Settings in seconds and their ranges.
+_SECONDS_RANGES = {"watch_settle_s": (0.0, 3600.0)}
 
 
 def _whole_number(key: str, value: Any, source: str) -> int:
@@ -132,6 +161,21 @@ def _whole_number(key: str, value: Any, source: str) -> int:
     return number
 
 
+def _seconds(key: str, value: Any, source: str) -> float:
+    low, high = _SECONDS_RANGES[key]
+    number: float | None = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+    if number is None or not low <= number <= high:  # NaN fails the range too
+        raise ConfigError(
+            f"{key} in {source} must be a number of seconds between {low:g} and {high:g}, got {value!r}"
+        )
+    return number
+
+
 def _roots(value: Any, source: str) -> tuple[Path, ...]:
     if isinstance(value, (list, tuple)):
         items = [str(v) for v in value]
@@ -140,6 +184,13 @@ def _roots(value: Any, source: str) -> tuple[Path, ...]:
     else:
         raise ConfigError(f"allowed_roots in {source} must be a list of folders, got {value!r}")
     return tuple(Path(os.path.expanduser(item.strip())) for item in items if item.strip())
+
+
+def _device(value: Any, source: str) -> str:
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise ConfigError(f"device in {source} must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return text
 
 
 def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -163,10 +214,14 @@ def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
                 raise ConfigError(f"{key} in {source} must be true or false, got {value!r}")
         elif key in _INT_RANGES:
             out[key] = _whole_number(key, value, source)
+        elif key in _SECONDS_RANGES:
+            out[key] = _seconds(key, value, source)
         elif key == "allowed_roots":
             out[key] = _roots(value, source)
         elif key == "token":
             out[key] = str(value) or None
+        elif key == "device":
+            out[key] = _device(value, source)
         else:
             out[key] = str(value)
     return out
