@@ -47,6 +47,7 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
         "stembridge serve",
         "stembridge serve --port 9977 --out ~/Music/Stembridge",
         "stembridge serve --host 0.0.0.0 --token s3cret --allowed-root /Volumes/Projects",
+        "stembridge serve --watch ~/Music/Stembridge/Hot   # Logic and any DAW: see docs/LOGIC.md",
     )
     p.add_argument(
         "--host", default=None, help="address to listen on (default 127.0.0.1; others need --token)"
@@ -76,6 +77,13 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
         "--no-discovery",
         action="store_true",
         help="do not advertise over mDNS (clients then need the port file or --host/--port)",
+    )
+    p.add_argument(
+        "--watch",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="hot folder: take audio dropped into DIR/separate, DIR/vary and DIR/generate; results in DIR/done",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
@@ -215,6 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         models_dir=args.models_dir,
         engine=args.engine,
         queue_size=args.queue_size,
+        watch_dir=args.watch,
     )
     bridge_log = logging.getLogger("bridge")
     if bridge_log.getEffectiveLevel() > logging.INFO and not args.quiet:

@@ -11,6 +11,10 @@ the output folders of those jobs are removed (:mod:`bridge.jobs.leftovers`).
 
 Separations are served from a content-hash cache in ``<state_dir>/cache`` when the same audio was separated
 the same way before (:mod:`bridge.jobs.cache`; ``cache_max_mb`` bounds it, 0 turns it off).
+
+With ``watch_dir`` set (``stembridge serve --watch DIR``), a hot folder watcher (:mod:`bridge.server.hotfolder`)
+feeds what is dropped into DIR to the same queue; it starts after the recovery and stops around the queue's
+shutdown, so a drop whose job the shutdown cancels stays for the next start.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from bridge.jobs.spec import Runner
 from bridge.server import protocol
 from bridge.server.discovery import Advertiser
 from bridge.server.handlers import RequestHandler, event_reply
+from bridge.server.hotfolder import HotFolder, prepare_folders
 from bridge.server.lograte import LogLimiter
 from bridge.server.osc import Replier, UdpEndpoint
 from bridge.server.tcp import OscStream, start_tcp_server
@@ -171,6 +176,7 @@ class Daemon:
         self._tcp: asyncio.Server | None = None
         self._streams: set[OscStream] = set()
         self._closed = False
+        self._hotfolder: HotFolder | None = None
 
     async def start(self) -> None:
         """Open the journal, report jobs a crash cut off and remove their temp files, bind UDP and TCP, start
@@ -192,6 +198,8 @@ class Daemon:
                 f"cannot create the state folder {state_dir}: {exc}; pass another --state-dir"
             ) from exc
         self._lock = _lock_state_dir(state_dir)
+        if self.settings.watch_dir is not None:  # a bad hot folder stops the start before anything listens
+            prepare_folders(self.settings.watch_dir)
         self._journal = Journal(state_dir / JOURNAL_FILE)
         cut_off = self._journal.recover()
         _remove_leftovers(cut_off)
@@ -206,6 +214,10 @@ class Daemon:
         await self._bind(handler)
         self._replier.attach(self._udp)
         self._queue.start()
+        watch_dir = self.settings.watch_dir
+        if watch_dir is not None:  # started after the recovery removed the leftovers of cut-off jobs
+            self._hotfolder = HotFolder(watch_dir, self._queue, settle=self.settings.watch_settle_s)
+            self._hotfolder.start()
         for rec in cut_off:
             if rec.reply_port:
                 reply = protocol.error(rec.request_id, rec.error_code, rec.error_message)
@@ -282,6 +294,8 @@ class Daemon:
             log.info("job %r done: %d file(s)", event.request_id, len(event.paths))
         elif event.kind == "error":
             log.info("job %r ended: %s (%s)", event.request_id, event.message, event.code)
+        if self._hotfolder is not None:
+            self._hotfolder.on_job_event(event)
         loop = self._loop
         if loop is None:
             return
@@ -335,6 +349,8 @@ class Daemon:
     async def _stop_serving(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
+        if self._hotfolder is not None:  # take no new drops; jobs cancelled now leave their sources in place
+            self._hotfolder.stop_scanning()
         if self._queue is not None:
             log.info("stopping: no new jobs; cancelling the running job and %d waiting", self._queue.pending)
             stopped = await asyncio.to_thread(self._queue.shutdown, self._shutdown_timeout)
@@ -344,6 +360,8 @@ class Daemon:
                     "start",
                     self._shutdown_timeout,
                 )
+        if self._hotfolder is not None:  # move the sources of the jobs that ended, then stop watching
+            await asyncio.to_thread(self._hotfolder.close)
         if self._handler is not None:  # job requests still having their files checked get their `busy` error
             await self._handler.drain(timeout=1.0)
         for _ in range(3):  # let the replies the worker handed over go out
