@@ -70,6 +70,17 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     )
     p.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
     p.add_argument("--engine", default=None, help="default engine (default: auto)")
+    p.add_argument("--device", default=None, help="where models run: auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for models (default: one per core)")
+    p.add_argument(
+        "--allow-download", action="store_true", default=None, help="let missing models be downloaded"
+    )
+    p.add_argument(
+        "--model-memory-mb",
+        type=int,
+        default=None,
+        help="memory loaded models may keep between jobs (default: half the machine's)",
+    )
     p.add_argument(
         "--queue-size", type=int, default=None, help="jobs that may wait behind the running one (16)"
     )
@@ -143,6 +154,9 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     )
     q.add_argument("file", type=Path, help="the audio file")
     q.add_argument("--stems", default=None, help="comma-separated stems (default: all the engine knows)")
+    q.add_argument("--segment", type=float, default=None, help="demucs: chunk length in seconds")
+    q.add_argument("--overlap", type=float, default=None, help="demucs: chunk overlap, 0 to 0.99 (0.25)")
+    q.add_argument("--shifts", type=int, default=None, help="demucs: shifted passes averaged, 0 to 20 (1)")
     _add_output_options(q)
 
     q = op(
@@ -222,6 +236,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed_roots=tuple(args.allowed_root) if args.allowed_root else None,
         models_dir=args.models_dir,
         engine=args.engine,
+        device=args.device,
+        threads=args.threads,
+        allow_download=args.allow_download,
+        model_memory_mb=args.model_memory_mb,
         queue_size=args.queue_size,
         watch_dir=args.watch,
     )
@@ -281,7 +299,7 @@ def _job(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     """The positional argument and options of a job request, from the command line."""
     options = _output_options(args)
     if args.operation == "separate":
-        options["stems"] = args.stems
+        options.update(stems=args.stems, segment=args.segment, overlap=args.overlap, shifts=args.shifts)
         return [_absolute(args.file)], options
     options.update(
         bpm=args.bpm, bars=args.bars, timesig=args.time_signature, seed=args.seed, variations=args.variations
@@ -367,7 +385,12 @@ def _request(client: Any, args: argparse.Namespace, rid: str, result_file: Any) 
         )
     finally:
         bar.close()
-    return outputs_payload(result.paths)
+    payload = outputs_payload(result.paths)
+    if result.engine:  # from the daemon's `made` reply
+        payload.update(engine=result.engine, model=result.model)
+        if result.warnings:
+            payload["warnings"] = result.warnings
+    return payload
 
 
 def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
@@ -396,6 +419,8 @@ def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
         for path in payload.get("paths", []):
             print(f"  {path}")
     else:
+        for warning in payload.get("warnings", []):
+            print(f"stembridge request: note: {warning}", file=sys.stderr)
         for path in payload["paths"]:
             print(path)
     sys.stdout.flush()

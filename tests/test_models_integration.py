@@ -103,6 +103,23 @@ def test_daemon_separates_with_demucs_and_keeps_it_loaded(
     assert runner.engines.loads == 2 and len(runner.engines) == 2
 
 
+def test_request_command_reports_engine_model_and_passes_demucs_options(
+    tmp_path: Path, models_dir: Path, song: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(tmp_path, models_dir, cache_max_mb=0)
+    runner = PipelineRunner(settings)
+    result = tmp_path / "r.json"
+    with DaemonThread(settings, runner, discovery=False) as d:
+        argv = ["request", "separate", str(song), "--stems", "bass", "--shifts", "0", "--overlap", "0.5"]
+        assert main([*argv, "--port", str(d.port), "--result-file", str(result), "--json"]) == 0
+    payload = json.loads(result.read_text())
+    assert (payload["status"], payload["engine"], payload["model"]) == ("done", "demucs", "htdemucs")
+    assert [o["stem"] for o in payload["outputs"]] == ["bass"]
+    assert json.loads(capsys.readouterr().out)["engine"] == "demucs"
+    [(key, engine)] = list(runner.engines._engines.items())
+    assert engine.cache_settings() == {"segment": None, "overlap": 0.5, "shifts": 0}
+
+
 def test_daemon_generates_with_musicgen_bar_exact(tmp_path: Path, models_dir: Path, song: Path) -> None:
     settings = _settings(tmp_path, models_dir)
     runner = PipelineRunner(settings)
