@@ -1,0 +1,95 @@
+"""Build the Max for Live device m4l/Stembridge.amxd from its patcher source, m4l/Stembridge.maxpat.
+
+An .amxd is a run of chunks, each a 4-byte ASCII tag, a 4-byte little-endian payload length and the payload:
+
+    ampf  4  the device type: ``aaaa`` audio effect (``mmmm`` MIDI effect, ``iiii`` instrument)
+    meta  4  four zero bytes
+    ptch  n  the patcher JSON, UTF-8, ending in one NUL byte
+
+The build is deterministic (the same .maxpat always gives the same bytes), so the committed .amxd can be
+checked against a fresh build: ``python m4l/build.py --check`` (tests/test_m4l_device.py runs it). The device's
+JavaScript, m4l/stembridge.js, is not embedded: Max finds it beside the .amxd (the patch lists it in its
+``dependency_cache``). Standard library only.
+
+Usage:
+    python m4l/build.py            # write m4l/Stembridge.amxd
+    python m4l/build.py --check    # exit 1 if the committed .amxd is not what the .maxpat builds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "Stembridge.maxpat"
+TARGET = HERE / "Stembridge.amxd"
+DEVICE_TYPES = {"audio": b"aaaa", "midi": b"mmmm", "instrument": b"iiii"}
+
+
+def chunk(tag: bytes, payload: bytes) -> bytes:
+    """One chunk: tag, little-endian length, payload."""
+    if len(tag) != 4:
+        raise ValueError(f"a chunk tag is 4 bytes, got {tag!r}")
+    return tag + struct.pack("<I", len(payload)) + payload
+
+
+def read_chunks(data: bytes) -> list[tuple[str, bytes]]:
+    """The chunks of an .amxd as ``[(tag, payload)]``; raises ValueError on a truncated file."""
+    chunks: list[tuple[str, bytes]] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 8 > len(data):
+            raise ValueError(f"truncated chunk header at byte {offset}")
+        tag = data[offset : offset + 4].decode("ascii")
+        (size,) = struct.unpack_from("<I", data, offset + 4)
+        end = offset + 8 + size
+        if end > len(data):
+            raise ValueError(f"chunk {tag!r} at byte {offset} says {size} bytes but the file ends first")
+        chunks.append((tag, data[offset + 8 : end]))
+        offset = end
+    return chunks
+
+
+def patcher_text(maxpat: bytes) -> bytes:
+    """The patcher JSON as it goes into ``ptch``: checked to parse, LF line endings, UTF-8."""
+    text = maxpat.decode("utf-8").replace("\r\n", "\n")
+    patch = json.loads(text)
+    if "patcher" not in patch:
+        raise ValueError("not a Max patcher: the JSON has no top-level 'patcher'")
+    return text.encode("utf-8")
+
+
+def build_amxd(maxpat: bytes, device: str = "audio") -> bytes:
+    """The .amxd bytes for a patcher's JSON bytes."""
+    return (
+        chunk(b"ampf", DEVICE_TYPES[device])
+        + chunk(b"meta", b"\x00\x00\x00\x00")
+        + chunk(b"ptch", patcher_text(maxpat) + b"\x00")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--check", action="store_true", help="compare with the committed .amxd, write nothing"
+    )
+    args = parser.parse_args(argv)
+    built = build_amxd(SOURCE.read_bytes())
+    if args.check:
+        if not TARGET.exists() or TARGET.read_bytes() != built:
+            print(
+                f"{TARGET.name} is out of date with {SOURCE.name}; run: python m4l/build.py", file=sys.stderr
+            )
+            return 1
+        return 0
+    TARGET.write_bytes(built)
+    print(f"wrote {TARGET} ({len(built)} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+// stembridge_core.js: the pure half of the Stembridge Max for Live device (ES5, for Max's classic [js]).
+//
+// Timing math, request building, reply parsing and insertion planning. Nothing here touches Max or Live, so the
+// same file is loaded by the device (`require("stembridge_core")` in stembridge.js; Max 8's js has CommonJS-style
+// require) and by the tests under node (tests/m4l/harness.js). The OSC contract is docs/PROTOCOL.md.
+
+var PREFIX = "/stembridge/";
+var GENERATE_STEMS = ["bass", "drums", "keys", "pad", "lead", "vocals", "other"];
+
+/** Quarter notes in one bar of `numerator/denominator` (Live's beats are quarter notes). */
+function quartersPerBar(numerator, denominator) {
+    return numerator * 4.0 / denominator;
+}
+
+/** Whole bars in `lengthBeats` at a signature: {bars, exact}; at least 1 bar. */
+function barsOf(lengthBeats, numerator, denominator) {
+    var exact = lengthBeats / quartersPerBar(numerator, denominator);
+    var bars = Math.max(1, Math.round(exact));
+    return { bars: bars, exact: Math.abs(exact - Math.round(exact)) < 1e-6 && exact >= 1 - 1e-6 };
+}
+
+/** Beats (quarter notes) to seconds at a constant tempo. */
+function beatsToSeconds(beats, tempo) {
+    return beats * 60.0 / tempo;
+}
+
+/** Seconds as decimal text with microsecond resolution ("12.5" -> "12.500000"). Sent as text because
+ * Max's [udpsend] sends numbers as 32-bit floats, which lose sub-sample precision beyond a few minutes;
+ * the daemon reads numeric strings. */
+function secondsText(seconds) {
+    return (Math.round(seconds * 1e6) / 1e6).toFixed(6);
+}
+
+function clampInt(value, low, high) {
+    var n = Math.round(Number(value));
+    if (isNaN(n)) {
+        return low;
+    }
+    return Math.min(high, Math.max(low, n));
+}
+
+/** Request ids unique across sessions (the daemon remembers ids for 30 days): a session part drawn at load
+ * from the clock and a random number, then a counter. */
+function makeSession(timeMs, random) {
+    return "m4l" + Math.floor(timeMs).toString(36) + Math.floor(random * 46656).toString(36);
+}
+
+function requestId(session, counter) {
+    return session + "-" + counter;
+}
+
+/** Live returns a property as a list of atoms; a symbol with spaces may come split, or quoted. */
+function atomText(value) {
+    var text = value instanceof Array ? value.join(" ") : String(value);
+    if (text.length >= 2 && text.charAt(0) === "\"" && text.charAt(text.length - 1) === "\"") {
+        text = text.substring(1, text.length - 1);
+    }
+    return text;
+}
+
+function atomNumber(value) {
+    return Number(value instanceof Array ? value[0] : value);
+}
+
+/** Where a clip (or a track) lives, from its canonical path:
+ * "live_set tracks 2 clip_slots 5 clip" -> {track: 2, slot: 5, arrangement: false};
+ * "live_set tracks 2 arrangement_clips 0" -> {track: 2, slot: -1, arrangement: true};
+ * "live_set tracks 2" -> {track: 2, slot: -1, arrangement: null}; null otherwise. */
+function clipPlace(path) {
+    var words = atomText(path).split(" ");
+    if (words[0] !== "live_set" || words[1] !== "tracks") {
+        return null;
+    }
+    var track = parseInt(words[2], 10);
+    if (isNaN(track)) {
+        return null;
+    }
+    if (words.length === 3) {
+        return { track: track, slot: -1, arrangement: null };
+    }
+    if (words[3] === "clip_slots") {
+        return { track: track, slot: parseInt(words[4], 10), arrangement: false };
+    }
+    if (words[3] === "arrangement_clips") {
+        return { track: track, slot: -1, arrangement: true };
+    }
+    return null;
+}
+
+/** Whether a Live version has Track.create_audio_clip and ClipSlot.create_audio_clip (12.0.5 and later). */
+function canInsert(major, minor, bugfix) {
+    if (major !== 12) {
+        return major > 12;
+    }
+    return minor > 0 || bugfix >= 5;
+}
+
+/** The timing a request needs, from the song and a region of it: {bpm, bars, exact, timesig, positionBeats,
+ * positionSeconds}. `region` is {startBeats, lengthBeats}. */
+function timing(song, region) {
+    var b = barsOf(region.lengthBeats, song.numerator, song.denominator);
+    return {
+        bpm: song.tempo,
+        bars: b.bars,
+        exact: b.exact,
+        timesig: song.numerator + "/" + song.denominator,
+        positionBeats: region.startBeats,
+        positionSeconds: beatsToSeconds(region.startBeats, song.tempo)
+    };
+}
+
+/** The OSC message (address first, as Max's [udpsend] takes it) for one request.
+ * `job`: {kind, replyPort, id, path | stem, context[], bpm, bars, timesig, positionSeconds, prompt, seed,
+ *        variations, strength, engine, model, token}. */
+function buildRequest(job) {
+    var msg = [PREFIX + job.kind, job.replyPort, job.id];
+    var i;
+    function add(key, value) {
+        if (value !== undefined && value !== null && value !== "") {
+            msg.push(key, value);
+        }
+    }
+    if (job.kind === "separate" || job.kind === "vary") {
+        msg.push(job.path);
+    } else if (job.kind === "generate") {
+        msg.push(job.stem);
+        for (i = 0; i < (job.context || []).length; i++) {
+            add("context", job.context[i]);
+        }
+    } else if (job.kind === "cancel" || job.kind === "status") {
+        msg.push(job.target);
+    }
+    if (job.kind === "generate" || job.kind === "vary") {
+        add("bpm", job.bpm);
+        add("bars", job.bars);
+        add("timesig", job.timesig);
+        add("seed", job.seed);
+        add("variations", job.variations);
+    }
+    if (job.kind === "generate") {
+        add("prompt", job.prompt);
+    }
+    if (job.kind === "vary") {
+        add("strength", job.strength);
+    }
+    if (job.kind === "separate" || job.kind === "generate" || job.kind === "vary") {
+        if (job.positionSeconds !== undefined && job.positionSeconds !== null) {
+            add("position", secondsText(job.positionSeconds));
+        }
+        if (job.engine && job.engine !== "auto") {
+            add("engine", job.engine);
+        }
+        if (job.model && job.model !== "default") {
+            add("model", job.model);
+        }
+    }
+    add("token", job.token);
+    return msg;
+}
+
+/** One reply from [udpreceive] (address, then its arguments) as an object, or null for a foreign message. */
+function parseReply(address, args) {
+    var a = args || [];
+    var id = a.length ? atomText(a[0]) : "";
+    var i;
+    switch (address) {
+    case PREFIX + "pong":
+        return { type: "pong", id: id, version: atomText(a[1]), engines: a.slice(2).map(atomText) };
+    case PREFIX + "accepted":
+        return { type: "accepted", id: id, queue: atomNumber(a[1]) };
+    case PREFIX + "progress":
+        return { type: "progress", id: id, fraction: atomNumber(a[1]), stage: atomText(a[2] || "") };
+    case PREFIX + "done":
+        return { type: "done", id: id, paths: a.slice(1).map(atomText) };
+    case PREFIX + "error":
+        return { type: "error", id: id, code: atomText(a[1]), message: atomText(a.slice(2)) };
+    case PREFIX + "state":
+        var reply = { type: "state", id: id, state: atomText(a[1]), fraction: a.length > 2 ? atomNumber(a[2]) : 0 };
+        if (reply.state === "done") {
+            reply.paths = a.slice(3).map(atomText);
+        } else if (reply.state === "failed") {
+            reply.code = atomText(a[3]);
+            reply.message = atomText(a.slice(4));
+        }
+        return reply;
+    case PREFIX + "models":
+        var models = [];
+        for (i = 1; i + 4 < a.length; i += 5) {
+            models.push({
+                name: atomText(a[i]),
+                engine: atomText(a[i + 1]),
+                tasks: atomText(a[i + 2]).split("/"),
+                available: atomNumber(a[i + 3]) === 1,
+                reason: atomText(a[i + 4])
+            });
+        }
+        return { type: "models", id: id, models: models };
+    default:
+        return null;
+    }
+}
+
+/** The file name of a path (either slash). */
+function baseName(path) {
+    var parts = String(path).split(/[\\\/]/);
+    return parts[parts.length - 1];
+}
+
+function folderOf(path) {
+    var text = String(path);
+    var cut = Math.max(text.lastIndexOf("/"), text.lastIndexOf("\\"));
+    return cut > 0 ? text.substring(0, cut) : text;
+}
+
+/** What a result file is, from the daemon's names: `<source>__<stem>[__<bpm>bpm__<bars>bars][__v<k>].<ext>`,
+ * with `-2`, `-3`... when a name was taken. {stem, variation} (variation 0 when none). */
+function describeFile(path) {
+    var name = baseName(path).replace(/\.[A-Za-z0-9]+$/, "").replace(/-\d+$/, "");
+    var parts = name.split("__");
+    var stem = parts.length > 1 ? parts[1] : name;
+    var variation = 0;
+    var last = parts[parts.length - 1];
+    if (parts.length > 2 && /^v\d+$/.test(last)) {
+        variation = parseInt(last.substring(1), 10);
+    }
+    return { stem: stem, variation: variation };
+}
+
+/** The Live calls that insert a finished job's files (pure: Live's current state comes in `live`).
+ *
+ * `target`: where the job came from: {kind, arrangement, track, slot, positionBeats, name, stem}.
+ *   - separate: one new audio track per stem after the source track, each clip at the source's position
+ *     (Arrangement) or in the source's scene (Session);
+ *   - generate: Arrangement: one new track per variation at the position; Session: one new track, the
+ *     variations in its slots from the source's scene down;
+ *   - vary: Arrangement: one new track per variation at the position; Session: the next empty slots below
+ *     the source clip on its own track.
+ * `live`: {sceneCount, slotsUsed: [bool per scene of the source track]} (Session only).
+ * Returns a list of operations: {op: "create_audio_track", index, name} | {op: "create_scene"} |
+ * {op: "arrangement_clip", track, path, position} | {op: "session_clip", track, slot, path}. */
+function planInsertion(target, paths, live) {
+    var ops = [];
+    var scenes = live && live.sceneCount ? live.sceneCount : 0;
+    var i;
+    function needScene(index) {
+        while (scenes <= index) {
+            ops.push({ op: "create_scene" });
+            scenes += 1;
+        }
+    }
+    function trackName(path, index) {
+        var info = describeFile(path);
+        if (target.kind === "separate") {
+            return info.stem;
+        }
+        var base = target.kind === "vary" ? target.name || "variation" : target.stem;
+        var k = info.variation || index + 1;
+        return paths.length > 1 ? base + " v" + k : base;
+    }
+    if (target.arrangement) {
+        for (i = 0; i < paths.length; i++) {
+            ops.push({ op: "create_audio_track", index: target.track + 1 + i, name: trackName(paths[i], i) });
+            ops.push({ op: "arrangement_clip", track: target.track + 1 + i, path: paths[i], position: target.positionBeats });
+        }
+        return ops;
+    }
+    if (target.kind === "separate") {
+        for (i = 0; i < paths.length; i++) {
+            ops.push({ op: "create_audio_track", index: target.track + 1 + i, name: trackName(paths[i], i) });
+            ops.push({ op: "session_clip", track: target.track + 1 + i, slot: target.slot, path: paths[i] });
+        }
+        return ops;
+    }
+    if (target.kind === "generate") {
+        ops.push({ op: "create_audio_track", index: target.track + 1, name: target.stem });
+        for (i = 0; i < paths.length; i++) {
+            needScene(target.slot + i);
+            ops.push({ op: "session_clip", track: target.track + 1, slot: target.slot + i, path: paths[i] });
+        }
+        return ops;
+    }
+    // vary in Session view: the next empty slots below the source clip, adding scenes when they run out
+    var used = (live && live.slotsUsed) || [];
+    var slot = target.slot;
+    for (i = 0; i < paths.length; i++) {
+        slot += 1;
+        while (slot < used.length && used[slot]) {
+            slot += 1;
+        }
+        needScene(slot);
+        ops.push({ op: "session_clip", track: target.track, slot: slot, path: paths[i] });
+    }
+    return ops;
+}
+
+/** An error reply in plain words for the device's error line. */
+function plainError(code, message) {
+    var text = message || "";
+    switch (code) {
+    case "unreadable_audio":
+        return "Could not read the audio: " + text;
+    case "invalid_argument":
+        return "The daemon refused the request: " + text;
+    case "write_failed":
+        return "Could not write the result: " + text;
+    case "unknown_engine":
+    case "engine_unavailable":
+    case "unsupported":
+    case "model_not_found":
+        return "That engine or model cannot do this here: " + text + " (run `stembridge models` to see why)";
+    case "cancelled":
+        return "Cancelled.";
+    case "busy":
+        return "The daemon is busy; try again in a moment.";
+    case "unauthorized":
+        return "The daemon needs a token: " + text;
+    case "interrupted":
+        return "The daemon stopped during the job; press the button again.";
+    case "bad_config":
+        return "The daemon's configuration is wrong: " + text;
+    default:
+        return text ? "Error: " + text : "Error (" + code + ")";
+    }
+}
+
+function queueText(position) {
+    if (position <= 0) {
+        return "running";
+    }
+    return "queued: " + position + (position === 1 ? " job" : " jobs") + " ahead";
+}
+
+exports.quartersPerBar = quartersPerBar;
+exports.barsOf = barsOf;
+exports.beatsToSeconds = beatsToSeconds;
+exports.secondsText = secondsText;
+exports.clampInt = clampInt;
+exports.makeSession = makeSession;
+exports.requestId = requestId;
+exports.atomText = atomText;
+exports.atomNumber = atomNumber;
+exports.clipPlace = clipPlace;
+exports.canInsert = canInsert;
+exports.timing = timing;
+exports.buildRequest = buildRequest;
+exports.parseReply = parseReply;
+exports.baseName = baseName;
+exports.folderOf = folderOf;
+exports.describeFile = describeFile;
+exports.planInsertion = planInsertion;
+exports.plainError = plainError;
+exports.queueText = queueText;
+exports.PREFIX = PREFIX;
+exports.GENERATE_STEMS = GENERATE_STEMS;

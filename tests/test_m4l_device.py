@@ -1,0 +1,942 @@
+"""The Max for Live device (m4l/): its JavaScript under node with a stub Live set, its patch, its build, and one
+round trip through a real daemon.
+
+The device's JavaScript runs in tests/m4l/harness.js, which stands in for Max's [js] object (outlet, post, Task,
+messnamed) and for Live (LiveAPI over a JSON Live set). :class:`Device` drives it one message at a time. The
+end-to-end tests put :class:`MaxUdp` (what [udpsend] and [udpreceive] do) between the device and a daemon.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pythonosc.osc_message import OscMessage
+from pythonosc.udp_client import SimpleUDPClient
+
+from bridge.audio.bwf import read_bext
+from bridge.config import Settings
+from bridge.server.daemon import DaemonThread
+from tests import synth
+
+ROOT = Path(__file__).resolve().parent.parent
+M4L = ROOT / "m4l"
+HARNESS = ROOT / "tests" / "m4l" / "harness.js"
+NODE = shutil.which("node") or shutil.which("nodejs")
+WAIT = 10.0  # upper bound for one reply from the daemon; nothing here asserts on timing
+
+NO_NODE = "node is not installed (Debian package nodejs): the device's JavaScript runs under it"
+
+
+# --- the harness ------------------------------------------------------------------------------------------
+
+
+class Device:
+    """The device's JavaScript in a node process; each call returns what it did (outlets, Live calls...)."""
+
+    def __init__(self) -> None:
+        assert NODE is not None
+        self.proc = subprocess.Popen(
+            [NODE, str(HARNESS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def cmd(self, op: str, **fields: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the harness died: {self.proc.stderr.read() if self.proc.stderr else ''}")
+        answer: dict[str, Any] = json.loads(line)
+        assert answer["ok"], answer.get("error")
+        assert answer["errors"] == [], f"Live refused a call: {answer['errors']}"
+        return answer
+
+    def send(self, message: str, *args: Any) -> dict[str, Any]:
+        return self.cmd("send", message=message, args=list(args))
+
+    def reply(self, address: str, *args: Any) -> dict[str, Any]:
+        return self.cmd("reply", address=address, args=list(args))
+
+    def eval(self, expr: str) -> Any:
+        return self.cmd("eval", expr=expr)["result"]
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+
+
+def osc_out(answer: dict[str, Any]) -> list[list[Any]]:
+    """The OSC messages the device sent to [udpsend] (address first)."""
+    return [o[1:] for o in answer["outlets"] if o[0] == 0 and str(o[1]).startswith("/")]
+
+
+def ui(answer: dict[str, Any], name: str) -> list[list[Any]]:
+    """What the device sent to one UI object (through [route name])."""
+    return [o[2:] for o in answer["outlets"] if o[0] == 2 and o[1] == name]
+
+
+def ui_text(answer: dict[str, Any], name: str) -> str:
+    """The last text set on a UI object."""
+    sets = [m[1] for m in ui(answer, name) if m and m[0] == "set"]
+    assert sets, f"nothing shown in {name!r}: {answer['outlets']}"
+    return str(sets[-1])
+
+
+def clip(path: str, start: float = 0.0, length: float = 8.0, **more: Any) -> dict[str, Any]:
+    info = {
+        "name": Path(path).stem,
+        "file_path": path,
+        "is_audio_clip": 1,
+        "warping": 1,
+        "start_marker": 0.0,
+        "end_marker": length,
+        "start_time": start,
+        "end_time": start + length,
+        "length": length,
+    }
+    info.update(more)
+    return info
+
+
+def track(
+    name: str, slots: int, arrangement: list[dict[str, Any]] | None = None, **more: Any
+) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "name": name,
+        "is_foldable": 0,
+        "has_audio_input": 1,
+        "clip_slots": [None] * slots,
+        "arrangement_clips": arrangement or [],
+    }
+    info.update(more)
+    return info
+
+
+def live_set(
+    tracks: list[dict[str, Any]],
+    selected: str | None,
+    tempo: float = 120.0,
+    signature: tuple[int, int] = (4, 4),
+    version: tuple[int, int, int] = (12, 1, 0),
+    loop: tuple[float, float] = (0.0, 16.0),
+    scenes: int = 4,
+) -> dict[str, Any]:
+    return {
+        "app": dict(zip(("major", "minor", "bugfix"), version, strict=True)),
+        "song": {
+            "tempo": tempo,
+            "signature_numerator": signature[0],
+            "signature_denominator": signature[1],
+            "loop_start": loop[0],
+            "loop_length": loop[1],
+        },
+        "scenes": scenes,
+        "tracks": tracks,
+        "view": {"detail_clip": selected},
+    }
+
+
+@pytest.fixture()
+def device() -> Iterator[Device]:
+    """The device's script under node; the tests that need it skip without node, the patch and build tests run."""
+    if NODE is None:
+        pytest.skip(NO_NODE)
+    d = Device()
+    yield d
+    d.close()
+
+
+def start(device: Device, live: dict[str, Any], now: int = 1_000_000) -> dict[str, Any]:
+    """Load the device into a Live set and let [live.thisdevice] say it is ready."""
+    device.cmd("load", live=live, now=now)
+    return device.send("init")
+
+
+def reply_port(answer: dict[str, Any]) -> int:
+    ports = [o[2] for o in answer["outlets"] if o[0] == 1 and o[1] == "port"]
+    assert ports, "the device never told [udpreceive] a port"
+    return int(ports[-1])
+
+
+ARRANGEMENT_CLIP = "live_set tracks 1 arrangement_clips 0"
+SESSION_CLIP = "live_set tracks 0 clip_slots 1 clip"
+
+
+def arrangement_set(**kw: Any) -> dict[str, Any]:
+    """Track 0 "Keys"; track 1 "Drums" with a 4-bar (6/8 at 96 bpm: 12 beats) clip at bar 9 (beat 24)."""
+    kw.setdefault("tempo", 96.0)
+    kw.setdefault("signature", (6, 8))
+    loop = clip("/Users/me/Music/My Loops/drum loop.wav", start=24.0, length=12.0)
+    return live_set([track("Keys", 4), track("Drums", 4, [loop])], ARRANGEMENT_CLIP, **kw)
+
+
+def session_set(used: tuple[int, ...] = (1,), scenes: int = 4, **kw: Any) -> dict[str, Any]:
+    """Track 0 "Loop" with clips in the slots ``used`` (the selected one in slot 1); track 1 "Pad"."""
+    t = track("Loop", scenes)
+    for s in used:
+        t["clip_slots"][s] = clip(f"/Users/me/loop {s}.wav", length=16.0, name=f"Loop {s}")
+    return live_set([t, track("Pad", scenes)], SESSION_CLIP, scenes=scenes, **kw)
+
+
+# --- the pure core: timing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("beats", "signature", "bars", "exact"),
+    [
+        (32.0, (4, 4), 8, True),
+        (12.0, (6, 8), 4, True),  # a bar of 6/8 is three quarter notes
+        (14.0, (7, 8), 4, True),
+        (6.0, (3, 4), 2, True),
+        (10.0, (4, 4), 3, False),  # 2.5 bars round to 3, and the device says it rounded
+        (1.0, (4, 4), 1, False),  # never fewer than one bar
+    ],
+)
+def test_bars_from_a_length_in_beats_and_the_signature(
+    device: Device, beats: float, signature: tuple[int, int], bars: int, exact: bool
+) -> None:
+    device.cmd("load", live=live_set([], None))
+    assert device.eval(f"core.barsOf({beats}, {signature[0]}, {signature[1]})") == {
+        "bars": bars,
+        "exact": exact,
+    }
+
+
+def test_positions_in_seconds_from_beats_and_tempo(device: Device) -> None:
+    device.cmd("load", live=live_set([], None))
+    assert device.eval("core.beatsToSeconds(24, 96)") == 15.0
+    assert device.eval("core.beatsToSeconds(1, 120)") == 0.5
+    # sent as text with microseconds: a 32-bit OSC float would be 2 samples off at 10 minutes
+    assert device.eval("core.secondsText(core.beatsToSeconds(1201, 120))") == "600.500000"
+    assert device.eval("core.secondsText(1/3)") == "0.333333"
+    assert device.eval("core.canInsert(12, 0, 5)") is True
+    assert device.eval("core.canInsert(12, 0, 4)") is False
+    assert device.eval("core.canInsert(11, 3, 25)") is False
+    assert device.eval("core.canInsert(13, 0, 0)") is True
+
+
+# --- requests built from Live state -----------------------------------------------------------------------
+
+
+def test_generate_from_an_arrangement_clip_sends_bar_exact_timing(device: Device) -> None:
+    shown = start(device, arrangement_set())
+    port = reply_port(shown)
+    assert ui(shown, "bars") == [["set", 4]]  # the Bars box follows the selected clip
+    assert "drum loop.wav: 4 bars at 96 bpm, 6/8, at 15.000000 s" == ui_text(shown, "clip")
+    device.send("stem", 3)  # the menu's index: pad
+    device.send("prompt", "text", "warm", "pad")
+    device.send("variations", 3)
+    device.send("seed", 42)
+    device.send("engine", "builtin")
+    sent = osc_out(device.send("generate", 1))
+    assert len(sent) == 1
+    address, port_sent, job_id, *rest = sent[0]
+    assert (address, port_sent) == ("/stembridge/generate", port)
+    assert rest == [
+        "pad",
+        "context", "/Users/me/Music/My Loops/drum loop.wav",
+        "bpm", 96, "bars", 4, "timesig", "6/8", "seed", 42, "variations", 3,
+        "prompt", "warm pad",
+        "position", "15.000000",  # beat 24 at 96 bpm
+        "engine", "builtin",
+    ]  # fmt: skip
+    assert re.fullmatch(r"m4l[0-9a-z]+-\d+", job_id)
+
+
+def test_ids_differ_across_sessions_and_requests(device: Device) -> None:
+    ids = []
+    for now in (1_000_000, 2_000_000):
+        start(device, arrangement_set(), now=now)
+        ids += [m[2] for m in osc_out(device.send("vary")) + osc_out(device.send("separate"))]
+    assert len(set(ids)) == 4
+
+
+def test_separate_and_vary_requests(device: Device) -> None:
+    start(device, session_set())
+    (sep,) = osc_out(device.send("separate"))
+    # a Session clip has no timeline position: its stems start at 0 s; separate takes no bpm or bars
+    assert sep[0] == "/stembridge/separate" and sep[3:] == ["/Users/me/loop 1.wav", "position", "0.000000"]
+    device.send("strength", 0.75)
+    device.send("variations", 2)
+    (var,) = osc_out(device.send("vary"))
+    assert var[0] == "/stembridge/vary"
+    assert var[3:] == [
+        "/Users/me/loop 1.wav", "bpm", 120, "bars", 4, "timesig", "4/4", "seed", 0, "variations", 2,
+        "strength", 0.75, "position", "0.000000",
+    ]  # fmt: skip
+    moved = device.send("daemon", "127.0.0.1", 9988)
+    assert [o for o in moved["outlets"] if o[0] == 0][:2] == [[0, "host", "127.0.0.1"], [0, "port", 9988]]
+    assert osc_out(moved)[0][0] == "/stembridge/ping"  # and it checks the daemon is there
+    device.send("token", "s3cret")
+    (again,) = osc_out(device.send("separate"))
+    assert again[-2:] == ["token", "s3cret"]
+
+
+def test_generate_from_the_loop_range_uses_the_clips_that_start_there(device: Device) -> None:
+    song = live_set(
+        [
+            track("Drums", 2, [clip("/a/drums.wav", start=16.0, length=16.0)]),
+            track("Synth", 2, [clip("/a/synth.mid", start=16.0)], has_audio_input=0),  # a MIDI track
+            track("Group", 2, is_foldable=1),
+            track("Keys", 2, [clip("/a/keys.wav", start=16.0, length=16.0), clip("/a/late.wav", start=40.0)]),
+            track("Vox", 2, [clip("/a/vox.wav", start=12.0, length=8.0, name="Vox early")]),
+            track("Empty", 2),
+        ],
+        None,
+        loop=(16.0, 16.0),
+    )
+    start(device, song)
+    device.send("source", 1)
+    device.send("bars", 4)
+    answer = device.send("generate")
+    (gen,) = osc_out(answer)
+    assert gen[3:11] == ["bass", "context", "/a/drums.wav", "context", "/a/keys.wav", "bpm", 120, "bars"]
+    assert gen[11] == 4 and gen[gen.index("position") + 1] == "8.000000"
+    assert "Vox early" in ui_text(answer, "status")  # left out, and the device says so
+    job = gen[2]
+    done = device.reply("/stembridge/done", job, "/r/drums__bass__120bpm__4bars.wav")
+    assert live_calls(done) == [
+        ("live_set", "create_audio_track", [4]),  # after Keys, the last track that gave context
+        ("live_set tracks 4", "create_audio_clip", ["/r/drums__bass__120bpm__4bars.wav", 16.0]),
+    ]
+
+
+def test_no_clip_or_a_midi_clip_is_an_error_in_plain_words(device: Device) -> None:
+    start(device, live_set([track("A", 2)], None))
+    answer = device.send("generate")
+    assert osc_out(answer) == []
+    assert ui_text(answer, "error").startswith("Select an audio clip first")
+    midi = live_set(
+        [track("A", 2, [clip("/a.mid", is_audio_clip=0)])], "live_set tracks 0 arrangement_clips 0"
+    )
+    start(device, midi)
+    answer = device.send("vary")
+    assert osc_out(answer) == [] and "MIDI clip" in ui_text(answer, "error")
+
+
+def test_selecting_another_clip_moves_the_bars_box(device: Device) -> None:
+    song = arrangement_set()
+    song["tracks"][0]["clip_slots"][2] = clip("/x/long.wav", length=48.0)
+    start(device, song)
+    moved = device.cmd("select", clip="live_set tracks 0 clip_slots 2 clip")
+    assert ui(moved, "bars") == [["set", 16]]  # 48 beats of 6/8
+    assert ui_text(moved, "clip").startswith("long.wav: 16 bars")
+
+
+# --- replies ------------------------------------------------------------------------------------------------
+
+
+def test_every_reply_type_updates_the_device(device: Device) -> None:
+    first = start(device, arrangement_set())
+    (ping,) = osc_out(first)
+    assert ping[0] == "/stembridge/ping"
+    pong = device.reply("/stembridge/pong", ping[2], "0.1.0", "builtin", "demucs")
+    assert ui_text(pong, "connection") == "Connected: stembridge 0.1.0 at 127.0.0.1:9977"
+    assert ui(pong, "engines") == [["clear"], ["append", "auto"], ["append", "builtin"], ["append", "demucs"]]
+    (models_request,) = osc_out(pong)
+    assert models_request[0] == "/stembridge/models"
+    models = device.reply(
+        "/stembridge/models", models_request[2],
+        "builtin", "builtin", "separate/generate/vary", 1, "",
+        "htdemucs", "demucs", "separate", 0, "weights not found",
+    )  # fmt: skip
+    assert ui(models, "modelmenu") == [["clear"], ["append", "default"], ["append", "builtin"]]
+    assert "htdemucs (demucs, separate): not installed" in ui_text(models, "models")
+
+    (gen,) = osc_out(device.send("generate"))
+    job = gen[2]
+    assert ui_text(device.reply("/stembridge/accepted", job, 2), "queue") == "queued: 2 jobs ahead"
+    assert ui_text(device.reply("/stembridge/accepted", job, 1), "queue") == "queued: 1 job ahead"
+    progress = device.reply("/stembridge/progress", job, 0.25, "generate")
+    assert ui(progress, "progress") == [["set", 0.25]] and ui_text(progress, "stage") == "generate"
+    assert ui_text(progress, "queue") == "running"
+    # progress never goes down on the bar, even if packets arrive out of order
+    assert ui(device.reply("/stembridge/progress", job, 0.1, "generate"), "progress") == [["set", 0.25]]
+    assert ui_text(device.reply("/stembridge/state", job, "running", 0.3), "queue") == "running"
+    assert ui(device.reply("/stembridge/progress", "someone-else", 0.9, "x"), "progress") == []
+    done = device.reply("/stembridge/done", job, "/r/drum_loop__pad__96bpm__4bars.wav")
+    assert ui(done, "progress") == [["set", 1]] and ui_text(done, "stage") == "done"
+    assert ui_text(done, "files") == "Folder: /r  Files: drum_loop__pad__96bpm__4bars.wav"
+    assert [c["fn"] for c in done["calls"] if not c["fn"].startswith("get_")] == [
+        "create_audio_track",
+        "create_audio_clip",
+    ]
+    # a late duplicate changes nothing
+    assert device.reply("/stembridge/done", job, "/r/other.wav")["calls"] == []
+    # foreign messages are ignored
+    assert device.reply("/other/thing", 1, 2)["outlets"] == []
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "shown"),
+    [
+        (
+            "unreadable_audio",
+            "file not found: /a.wav; check the path",
+            "Could not read the audio: file not found",
+        ),
+        ("busy", "queue full", "The daemon is busy; try again in a moment."),
+        (
+            "model_not_found",
+            "no weights",
+            "That engine or model cannot do this here: no weights (run `stembridge",
+        ),
+        ("cancelled", "cancelled by request", "Cancelled."),
+        ("interrupted", "stopped", "The daemon stopped during the job; press the button again."),
+        ("invalid_argument", "bars must be a whole number", "The daemon refused the request: bars must be"),
+    ],
+)
+def test_errors_are_shown_in_plain_words(device: Device, code: str, message: str, shown: str) -> None:
+    start(device, arrangement_set())
+    (gen,) = osc_out(device.send("generate"))
+    answer = device.reply("/stembridge/error", gen[2], code, message)
+    assert ui_text(answer, "error").startswith(shown)
+    assert ui_text(answer, "stage") == ("cancelled" if code == "cancelled" else "failed")
+    assert not [c for c in answer["calls"] if c["fn"] == "create_audio_clip"]
+
+
+def test_cancel_cancels_the_current_job(device: Device) -> None:
+    start(device, arrangement_set())
+    (gen,) = osc_out(device.send("generate"))
+    device.reply("/stembridge/accepted", gen[2], 0)
+    answer = device.send("cancel", 1)
+    (cancel,) = osc_out(answer)
+    assert cancel[0] == "/stembridge/cancel" and cancel[3] == gen[2] and cancel[2] != gen[2]
+    assert ui_text(answer, "stage") == "cancelling"
+    assert ui_text(device.reply("/stembridge/state", gen[2], "cancelled", 0.4), "stage") == "cancelled"
+    assert (
+        ui_text(device.reply("/stembridge/error", gen[2], "cancelled", "cancelled"), "error") == "Cancelled."
+    )
+    assert ui_text(device.send("cancel", 1), "status") == "Nothing to cancel."
+    assert device.send("cancel", 0)["outlets"] == []  # the button's release does nothing
+
+
+def test_lost_packets_resend_and_poll_status(device: Device) -> None:
+    now = 1_000_000
+    start(device, arrangement_set(), now=now)
+    (gen,) = osc_out(device.send("generate"))
+    device.cmd("time", now=now + 2500)
+    resent = osc_out(device.cmd("tick"))
+    assert gen in resent  # the same request, the same id: the daemon never runs it twice
+    device.reply("/stembridge/accepted", gen[2], 0)
+    device.cmd("time", now=now + 9000)
+    polled = [m for m in osc_out(device.cmd("tick")) if m[0] == "/stembridge/status"]
+    assert polled and polled[0][3] == gen[2]
+    # the `done` was lost; the status answer carries the files and the device inserts them
+    answer = device.reply("/stembridge/state", gen[2], "done", 1.0, "/r/x__pad__96bpm__4bars.wav")
+    assert any(c["fn"] == "create_audio_clip" for c in answer["calls"])
+
+
+def test_connection_state_follows_pings(device: Device) -> None:
+    now = 1_000_000
+    first = start(device, arrangement_set(), now=now)
+    (ping,) = osc_out(first)
+    device.cmd("time", now=now + 3000)
+    assert ui_text(device.cmd("tick"), "connection").startswith("No answer from stembridge at 127.0.0.1:9977")
+    device.cmd("time", now=now + 6000)
+    (ping2,) = [m for m in osc_out(device.cmd("tick")) if m[0] == "/stembridge/ping"]
+    assert ui_text(device.reply("/stembridge/pong", ping2[2], "0.1.0", "builtin"), "connection").startswith(
+        "Connected"
+    )
+    # Reconnect listens on a new port (the old one may be taken) and pings from it
+    answer = device.send("reconnect", 1)
+    (ping3,) = osc_out(answer)
+    assert ping3[1] == reply_port(answer)
+
+
+# --- insertion ----------------------------------------------------------------------------------------------
+
+
+def live_calls(answer: dict[str, Any]) -> list[tuple[str, str, list[Any]]]:
+    """The calls that change the Live set, in order."""
+    return [(c["path"], c["fn"], c["args"]) for c in answer["calls"] if not c["fn"].startswith("get_")]
+
+
+def test_separate_in_arrangement_makes_one_track_per_stem_at_the_clip(device: Device) -> None:
+    start(device, arrangement_set())
+    (sep,) = osc_out(device.send("separate"))
+    stems = ["drums", "bass", "vocals", "other"]
+    paths = [f"/r/drum_loop__{s}.wav" for s in stems]
+    answer = device.reply("/stembridge/done", sep[2], *paths)
+    expected = []
+    for i, path in enumerate(paths):
+        expected += [
+            ("live_set", "create_audio_track", [2 + i]),  # right after the source track (1)
+            (f"live_set tracks {2 + i}", "create_audio_clip", [path, 24.0]),
+        ]
+    assert live_calls(answer) == expected
+    assert [s["value"] for s in answer["sets"] if s["prop"] == "name"] == stems
+    tracks = device.cmd("live")["result"]["tracks"]
+    assert [t["name"] for t in tracks] == ["Keys", "Drums", *stems]
+    assert ui_text(answer, "status") == "Inserted 4 files."
+
+
+def test_separate_in_session_fills_the_clips_scene_on_new_tracks(device: Device) -> None:
+    start(device, session_set())
+    (sep,) = osc_out(device.send("separate"))
+    answer = device.reply("/stembridge/done", sep[2], "/r/l__drums.wav", "/r/l__bass.wav")
+    assert live_calls(answer) == [
+        ("live_set", "create_audio_track", [1]),
+        ("live_set tracks 1 clip_slots 1", "create_audio_clip", ["/r/l__drums.wav"]),
+        ("live_set", "create_audio_track", [2]),
+        ("live_set tracks 2 clip_slots 1", "create_audio_clip", ["/r/l__bass.wav"]),
+    ]
+
+
+def test_vary_in_session_uses_the_next_empty_slots_and_adds_scenes(device: Device) -> None:
+    start(device, session_set(used=(1, 2), scenes=4))
+    device.send("variations", 3)
+    (var,) = osc_out(device.send("vary"))
+    paths = [f"/r/loop_1__var__120bpm__4bars__v{k}.wav" for k in (1, 2, 3)]
+    answer = device.reply("/stembridge/done", var[2], *paths)
+    assert live_calls(answer) == [
+        ("live_set tracks 0 clip_slots 3", "create_audio_clip", [paths[0]]),  # slot 2 is taken
+        ("live_set", "create_scene", [-1]),
+        ("live_set tracks 0 clip_slots 4", "create_audio_clip", [paths[1]]),
+        ("live_set", "create_scene", [-1]),
+        ("live_set tracks 0 clip_slots 5", "create_audio_clip", [paths[2]]),
+    ]
+
+
+def test_vary_in_arrangement_makes_new_tracks_at_the_clip(device: Device) -> None:
+    start(device, arrangement_set())
+    (var,) = osc_out(device.send("vary"))
+    paths = ["/r/a__var__96bpm__4bars__v1.wav", "/r/a__var__96bpm__4bars__v2.wav"]
+    answer = device.reply("/stembridge/done", var[2], *paths)
+    assert live_calls(answer) == [
+        ("live_set", "create_audio_track", [2]),
+        ("live_set tracks 2", "create_audio_clip", [paths[0], 24.0]),
+        ("live_set", "create_audio_track", [3]),
+        ("live_set tracks 3", "create_audio_clip", [paths[1], 24.0]),
+    ]
+    assert [s["value"] for s in answer["sets"]] == ["drum loop v1", "drum loop v2"]
+
+
+def test_generate_in_session_puts_variations_down_one_new_track(device: Device) -> None:
+    start(device, session_set(scenes=2))
+    device.send("stem", "keys")
+    (gen,) = osc_out(device.send("generate"))
+    paths = ["/r/x__keys__120bpm__4bars__v1.wav", "/r/x__keys__120bpm__4bars__v2.wav"]
+    answer = device.reply("/stembridge/done", gen[2], *paths)
+    assert live_calls(answer) == [
+        ("live_set", "create_audio_track", [1]),
+        ("live_set tracks 1 clip_slots 1", "create_audio_clip", [paths[0]]),
+        ("live_set", "create_scene", [-1]),
+        ("live_set tracks 1 clip_slots 2", "create_audio_clip", [paths[1]]),
+    ]
+
+
+def test_results_follow_the_source_clip_when_tracks_move_during_the_job(device: Device) -> None:
+    start(device, session_set(used=(1, 2)))
+    (var,) = osc_out(device.send("vary"))
+    device.cmd("add_track", index=0, name="Added while rendering")
+    answer = device.reply("/stembridge/done", var[2], "/r/loop_1__var__v1.wav")
+    assert live_calls(answer) == [
+        ("live_set tracks 1 clip_slots 3", "create_audio_clip", ["/r/loop_1__var__v1.wav"])
+    ]
+
+
+@pytest.mark.parametrize("version", [(11, 3, 25), (12, 0, 4)])
+def test_before_live_12_0_5_the_device_lists_the_files_instead(
+    device: Device, version: tuple[int, int, int]
+) -> None:
+    start(device, arrangement_set(version=version))
+    (gen,) = osc_out(device.send("generate"))
+    answer = device.reply("/stembridge/done", gen[2], "/Users/me/Music/Stembridge/x__bass.wav")
+    assert live_calls(answer) == []
+    assert ui_text(answer, "files") == "Folder: /Users/me/Music/Stembridge  Files: x__bass.wav"
+    assert "12.0.5" in ui_text(answer, "status")
+    assert device.send("showfolder", 1)["messnamed"] == [
+        ["max", "launchbrowser", "file:///Users/me/Music/Stembridge"]
+    ]
+
+
+# --- the JavaScript is Max's ES5 ------------------------------------------------------------------------------
+
+
+def code_only(source: str) -> str:
+    """JavaScript without its comments and strings (scanned left to right, so `//` in a string stays)."""
+    token = re.compile(r"""/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'""", re.S)
+    return token.sub(lambda m: '""' if m.group(0)[0] in "\"'" else " ", source)
+
+
+@pytest.mark.parametrize("script", ["stembridge.js", "stembridge_core.js"])
+def test_the_device_scripts_are_es5_for_max_classic_js(script: str) -> None:
+    code = code_only((M4L / script).read_text())
+    for pattern, what in [
+        (r"\blet\s", "let"),
+        (r"\bconst\s", "const"),
+        (r"=>", "an arrow function"),
+        (r"`", "a template string"),
+        (r"\bclass\s", "a class"),
+        (r"\.\.\.", "spread"),
+    ]:
+        assert not re.search(pattern, code), f"m4l/{script} uses {what}, which Max's classic js lacks"
+
+
+# --- the patch ------------------------------------------------------------------------------------------------
+
+STANDARD_OBJECTS = {
+    "plugin~",
+    "plugout~",
+    "live.thisdevice",
+    "js",
+    "udpsend",
+    "udpreceive",
+    "route",
+    "prepend",
+}
+STANDARD_CLASSES = {
+    "newobj", "message", "comment", "live.text", "live.menu", "live.numbox", "live.dial", "textedit", "umenu",
+    "multislider",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def patch() -> dict[str, Any]:
+    data = json.loads((M4L / "Stembridge.maxpat").read_text(encoding="utf-8"))
+    patcher: dict[str, Any] = data["patcher"]
+    return patcher
+
+
+def boxes_of(patch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {b["box"]["id"]: b["box"] for b in patch["boxes"]}
+
+
+def test_every_patchcord_joins_an_existing_outlet_and_inlet(patch: dict[str, Any]) -> None:
+    boxes = boxes_of(patch)
+    assert len(boxes) == len(patch["boxes"]), "two boxes share an id"
+    assert patch["lines"]
+    for line in patch["lines"]:
+        (src, outlet), (dst, inlet) = line["patchline"]["source"], line["patchline"]["destination"]
+        assert src in boxes and dst in boxes, f"a patchcord joins a missing box: {line}"
+        assert 0 <= outlet < boxes[src]["numoutlets"], f"{boxes[src].get('text')} has no outlet {outlet}"
+        assert 0 <= inlet < boxes[dst]["numinlets"], f"{boxes[dst].get('text')} has no inlet {inlet}"
+        assert len(boxes[src].get("outlettype", [])) == boxes[src]["numoutlets"]
+
+
+def test_every_object_is_standard_max_or_in_the_repo(patch: dict[str, Any]) -> None:
+    for box in patch["boxes"]:
+        b = box["box"]
+        assert b["maxclass"] in STANDARD_CLASSES, f"{b['maxclass']} is not a standard Max object"
+        if b["maxclass"] != "newobj":
+            continue
+        name, *args = b["text"].split()
+        in_repo = (M4L / name).exists() or (M4L / f"{name}.maxpat").exists()
+        assert name in STANDARD_OBJECTS or in_repo, f"[{b['text']}] is neither a standard object nor in m4l/"
+        if name == "js":
+            assert (M4L / args[0]).is_file(), f"[{b['text']}] names a script that is not in m4l/"
+            for module in re.findall(r'require\("([\w.]+)"\)', (M4L / args[0]).read_text()):
+                assert (M4L / f"{module}.js").is_file(), f"{args[0]} requires {module}, which is not in m4l/"
+    for dep in patch["dependency_cache"]:
+        assert (M4L / dep["name"]).is_file()
+
+
+def test_the_patch_and_the_script_agree(patch: dict[str, Any], device: Device) -> None:
+    boxes = boxes_of(patch)
+    source = (M4L / "stembridge.js").read_text()
+    (js,) = [b for b in boxes.values() if b.get("text", "").startswith("js ")]
+    assert f"outlets = {js['numoutlets']};" in source and f"inlets = {js['numinlets']};" in source
+    (route,) = [b for b in boxes.values() if b.get("text", "").startswith("route ")]
+    selectors = route["text"].split()[1:]
+    assert set(re.findall(r'\bui\("(\w+)"', source)) == set(selectors), "the script and [route] disagree"
+    device.cmd("load", live=live_set([], None))
+    words = [b["text"].split()[1] for b in boxes.values() if b.get("text", "").startswith("prepend ")]
+    assert "separate" in words and "generate" in words and "vary" in words and "cancel" in words
+    for word in words:
+        assert device.eval(f"typeof {word}") == "function", (
+            f"[prepend {word}] reaches no function in the script"
+        )
+        assert device.eval(f"{word}.local") is None, f"{word} is local: Max would refuse the message"
+    assert device.eval("finish.local") == 1  # what is not a message cannot be called from the patch
+    for b in boxes.values():
+        if b["maxclass"] == "message":
+            assert device.eval(f"typeof {b['text']}") == "function"
+    # the wiring: [udpreceive] into the script, the script into [udpsend], [udpreceive] and [route]
+    wires = {(ln["patchline"]["source"][0], ln["patchline"]["source"][1], ln["patchline"]["destination"][0])
+             for ln in patch["lines"]}  # fmt: skip
+    by_name = {b["text"].split()[0]: i for i, b in boxes.items() if b["maxclass"] == "newobj"}
+    assert (by_name["js"], 0, by_name["udpsend"]) in wires
+    assert (by_name["js"], 1, by_name["udpreceive"]) in wires
+    assert (by_name["js"], 2, by_name["route"]) in wires
+    assert (by_name["udpreceive"], 0, by_name["js"]) in wires
+    assert (by_name["plugin~"], 0, by_name["plugout~"]) in wires  # audio passes through the effect
+
+
+def test_parameters_the_patch_moves_are_hidden_from_automation_and_undo(patch: dict[str, Any]) -> None:
+    boxes = boxes_of(patch)
+    (route,) = [i for i, b in boxes.items() if b.get("text", "").startswith("route ")]
+    moved = {
+        ln["patchline"]["destination"][0] for ln in patch["lines"] if ln["patchline"]["source"][0] == route
+    }
+    params = {i: b for i, b in boxes.items() if b.get("parameter_enable") == 1}
+    assert params
+    for i, b in params.items():
+        valueof = b["saved_attribute_attributes"]["valueof"]
+        invisible = valueof.get("parameter_invisible", 0)
+        name = valueof["parameter_longname"]
+        assert invisible in (1, 2), f"{name} is automatable: nothing in this device should be"
+        if i in moved or b["maxclass"] == "live.text":
+            assert invisible == 2, f"{name} is moved by the patch or is a button: it must be hidden (no undo)"
+    assert any(b["maxclass"] == "live.numbox" and i in moved for i, b in params.items()), "Bars is not moved"
+
+
+def test_the_device_view_fits_live_and_nothing_overlaps(patch: dict[str, Any]) -> None:
+    shown = [b["box"] for b in patch["boxes"] if b["box"].get("presentation")]
+    assert patch["openinpresentation"] == 1 and len(shown) > 20
+    for b in shown:
+        x, y, w, h = b["presentation_rect"]
+        assert x >= 0 and y >= 0 and y + h <= 169, f"{b['id']} is outside the 169-pixel device view"
+    for i, a in enumerate(shown):
+        ax, ay, aw, ah = a["presentation_rect"]
+        for b in shown[i + 1 :]:
+            bx, by, bw, bh = b["presentation_rect"]
+            overlap = ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+            assert not overlap, f"{a['id']} and {b['id']} overlap in the device view"
+
+
+# --- the build --------------------------------------------------------------------------------------------------
+
+
+def load_build() -> Any:
+    spec = importlib.util.spec_from_file_location("m4l_build", M4L / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_amxd_is_a_fresh_build() -> None:
+    build = load_build()
+    fresh = build.build_amxd((M4L / "Stembridge.maxpat").read_bytes())
+    assert (M4L / "Stembridge.amxd").read_bytes() == fresh, "run: python m4l/build.py"
+    assert build.build_amxd((M4L / "Stembridge.maxpat").read_bytes()) == fresh  # deterministic
+    chunks = build.read_chunks(fresh)
+    assert [tag for tag, _ in chunks] == ["ampf", "meta", "ptch"]
+    assert chunks[0][1] == b"aaaa"  # an audio effect
+    ptch = chunks[2][1]
+    assert ptch.endswith(b"\x00") and ptch.count(b"\x00") == 1
+    assert json.loads(ptch[:-1]) == json.loads((M4L / "Stembridge.maxpat").read_text())
+    result = subprocess.run(
+        [sys.executable, str(M4L / "build.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_build_check_fails_on_a_stale_device(tmp_path: Path) -> None:
+    build = load_build()
+    patch = json.loads((M4L / "Stembridge.maxpat").read_text())
+    changed = copy.deepcopy(patch)
+    changed["patcher"]["description"] = "changed"
+    assert build.build_amxd(json.dumps(changed).encode()) != build.build_amxd(json.dumps(patch).encode())
+    with pytest.raises(ValueError, match="ends first"):
+        build.read_chunks(build.build_amxd(json.dumps(patch).encode())[:-10])
+    with pytest.raises(ValueError, match="no top-level 'patcher'"):
+        build.build_amxd(b"{}")
+
+
+def test_amxd_is_marked_binary_for_git() -> None:
+    assert "*.amxd binary" in (ROOT / ".gitattributes").read_text().splitlines()
+
+
+# --- end to end: the device's own messages through a real daemon -----------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running (the daemon's loop, its workers)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not extra, f"the test left threads running: {[t.name for t in extra]}"
+
+
+class MaxUdp:
+    """What [udpsend] and [udpreceive] do around the device: the OSC messages its script outlets go to the
+    daemon as they are (python-osc types them as Max does: int, 32-bit float, string); what arrives on the port
+    the script gave [udpreceive] goes back into the script as a message named by its address."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.target = ("127.0.0.1", 9977)
+        self.sock: socket.socket | None = None
+        self.sent: list[list[Any]] = []
+        self.answers: list[dict[str, Any]] = []
+
+    def take(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Carry out what the script sent to [udpsend] and [udpreceive]."""
+        self.answers.append(answer)
+        for outlet, *atoms in answer["outlets"]:
+            if outlet == 1 and atoms[0] == "port":
+                self.listen(int(atoms[1]))
+            elif outlet == 0 and atoms[0] == "host":
+                self.target = (str(atoms[1]), self.target[1])
+            elif outlet == 0 and atoms[0] == "port":
+                self.target = (self.target[0], int(atoms[1]))
+            elif outlet == 0:
+                self.sent.append(atoms)
+                client = SimpleUDPClient(*self.target)
+                client.send_message(atoms[0], atoms[1:])
+                client._sock.close()
+        return answer
+
+    def listen(self, port: int) -> None:
+        if self.sock:
+            self.sock.close()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(("127.0.0.1", port))
+        except OSError:  # taken: as in Max, the device hears nothing until Reconnect picks another port
+            self.sock.close()
+            self.sock = None
+
+    def pump(self, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Feed replies into the script until one of its answers satisfies ``until``."""
+        assert self.sock is not None
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            msg = OscMessage(data)
+            answer = self.take(self.device.reply(msg.address, *msg.params))
+            if until(answer):
+                return answer
+        raise AssertionError(f"the device never got there; it sent {self.sent}, last {self.answers[-3:]}")
+
+    def close(self) -> None:
+        if self.sock:
+            self.sock.close()
+
+
+@pytest.fixture()
+def daemon(tmp_path: Path) -> Iterator[tuple[DaemonThread, Settings]]:
+    settings = Settings(
+        out_dir=tmp_path / "renders", state_dir=tmp_path / "state", models_dir=tmp_path / "models", port=0
+    )
+    with DaemonThread(settings, discovery=False) as d:
+        yield d, settings
+
+
+@pytest.fixture()
+def max_udp(device: Device) -> Iterator[MaxUdp]:
+    udp = MaxUdp(device)
+    yield udp
+    udp.close()
+
+
+def connect(udp: MaxUdp, live: dict[str, Any], port: int) -> None:
+    """Load the device, point it at the daemon and wait for the pong."""
+    udp.device.cmd("load", live=live, now=int(time.time() * 1000))
+    udp.take(udp.device.send("init"))
+    for _ in range(5):
+        if udp.sock is not None:
+            break
+        udp.take(udp.device.send("reconnect", 1))
+    udp.take(udp.device.send("daemonport", port))
+    udp.pump(lambda a: any(o[1] == "connection" and str(o[3]).startswith("Connected") for o in a["outlets"]))
+
+
+def inserted(answer: dict[str, Any]) -> bool:
+    """The device inserted files, or showed an error."""
+    failed = any(m[0] == "set" and m[1] for m in ui(answer, "error"))
+    return failed or any(c["fn"] == "create_audio_clip" for c in answer["calls"])
+
+
+def test_end_to_end_generate_lands_in_a_new_track_at_the_clip(
+    daemon: tuple[DaemonThread, Settings], max_udp: MaxUdp, tmp_path: Path
+) -> None:
+    d, settings = daemon
+    drums, _ = synth.drum_loop(120.0, 2)
+    loop = tmp_path / "in" / "Drum Loop.wav"
+    loop.parent.mkdir()
+    sf.write(loop, drums, synth.SR, subtype="FLOAT")
+    # two bars (8 beats) of 4/4 at 120 bpm, at bar 3 (beat 8 = 4 s) on track 0
+    song = live_set(
+        [track("Drums", 2, [clip(str(loop), start=8.0, length=8.0)])], "live_set tracks 0 arrangement_clips 0"
+    )
+    connect(max_udp, song, d.port)
+    max_udp.take(max_udp.device.send("engine", "builtin"))
+    max_udp.take(max_udp.device.send("seed", 7))
+    max_udp.take(max_udp.device.send("generate", 1))
+    (request,) = [m for m in max_udp.sent if m[0] == "/stembridge/generate"]
+    answer = max_udp.pump(inserted)
+    assert not any(m[1] for m in ui(answer, "error")), ui_text(answer, "error")
+
+    seen = [a for ans in max_udp.answers for a in ui(ans, "queue") + ui(ans, "progress")]
+    assert ["set", "running"] in seen or ["set", "queued: 0 jobs ahead"] in seen
+    calls = live_calls(answer)
+    assert calls[0] == ("live_set", "create_audio_track", [1])
+    (path_in_live, position) = calls[1][2]
+    assert calls[1][:2] == ("live_set tracks 1", "create_audio_clip") and position == 8.0
+    out = Path(path_in_live)
+    assert out.parent == settings.out_dir.resolve() and out.name.startswith("Drum_Loop__bass__120bpm__2bars")
+    assert request[request.index("position") + 1] == "4.000000"
+    info = sf.info(out)
+    assert info.samplerate == synth.SR and info.frames == 2 * 4 * synth.SR // 2  # two bars of 4/4 at 120 bpm
+    bext = read_bext(out)
+    assert bext is not None and bext["time_reference"] == 4 * synth.SR  # bar 3 of the set, in samples
+    audio, _ = sf.read(out, dtype="float32", always_2d=True)
+    assert float(np.max(np.abs(audio))) > 0.01  # a bass line, not silence
+    tracks = max_udp.device.cmd("live")["result"]["tracks"]
+    assert [t["name"] for t in tracks] == ["Drums", "bass"]
+    assert tracks[1]["arrangement_clips"][0]["file_path"] == str(out)
+
+
+def test_end_to_end_separate_in_session_view(
+    daemon: tuple[DaemonThread, Settings], max_udp: MaxUdp, tmp_path: Path
+) -> None:
+    d, settings = daemon
+    mix = synth.mix(synth.song_stems(120.0, 2))
+    song_file = tmp_path / "song.wav"
+    sf.write(song_file, mix.T, synth.SR, subtype="FLOAT")
+    t = track("Song", 3)
+    t["clip_slots"][2] = clip(str(song_file), length=16.0)
+    connect(max_udp, live_set([t], "live_set tracks 0 clip_slots 2 clip", scenes=3), d.port)
+    max_udp.take(max_udp.device.send("separate", 1))
+    answer = max_udp.pump(inserted)
+    calls = live_calls(answer)
+    stems = ["drums", "bass", "vocals", "other"]
+    assert [c[:2] for c in calls] == [
+        x for i in range(4) for x in (("live_set", "create_audio_track"), (f"live_set tracks {1 + i} clip_slots 2", "create_audio_clip"))
+    ]  # fmt: skip
+    paths = [Path(c[2][0]) for c in calls if c[1] == "create_audio_clip"]
+    assert [p.name for p in paths] == [f"song__{s}.wav" for s in stems]
+    total = sum(sf.read(p, dtype="float32", always_2d=True)[0] for p in paths)
+    assert np.max(np.abs(total - mix.T)) < 1e-3  # the stems in the new tracks add back up to the clip
+    names = [s["value"] for ans in max_udp.answers for s in ans["sets"] if s["prop"] == "name"]
+    assert names == stems
