@@ -33,6 +33,19 @@ class ModelStatus:
     entry: ModelEntry
     available: bool
     reason: str = ""
+    engine_missing: bool = False
+
+    @property
+    def short_reason(self) -> str:
+        """One clause for listings (and the daemon's ``models`` reply, one UDP packet); ``reason`` has every
+        place looked."""
+        if not self.reason:
+            return ""
+        if self.engine_missing:
+            return f"the {self.entry.engine} engine is not installed"
+        if f"models pull {self.entry.name}" in self.reason:
+            return f"no weights here; fetch them: stembridge models pull {self.entry.name}"
+        return self.reason
 
 
 def _catalog_text() -> str:
@@ -83,7 +96,7 @@ def model_statuses(models_dir: Path | None = None) -> list[ModelStatus]:
                 )
             )
         elif engines[entry.engine] is not None:
-            statuses.append(ModelStatus(entry, False, str(engines[entry.engine])))
+            statuses.append(ModelStatus(entry, False, str(engines[entry.engine]), engine_missing=True))
         else:
             reason = engine_class(entry.engine).model_status(entry.name, models_dir)
             statuses.append(ModelStatus(entry, reason is None, reason or ""))

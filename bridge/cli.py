@@ -389,18 +389,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"models (local checkpoints in {settings.models_dir}):")
     for s in statuses:
         state = "available" if s.available else "unavailable"
-        why = f"  ({_short_reason(s, engines)})" if s.reason else ""
+        why = f"  ({s.short_reason})" if s.reason else ""
         print(f"  {s.entry.name:<28} {s.entry.engine:<9} {state:<11} {'/'.join(s.entry.tasks)}{why}")
     return EXIT_OK
-
-
-def _short_reason(status: Any, engines: dict[str, str | None]) -> str:
-    """One short clause for the listing; the full reason (every place looked) is in --json and in errors."""
-    if engines.get(status.entry.engine) is not None:
-        return f"the {status.entry.engine} engine is not installed"
-    if f"models pull {status.entry.name}" in status.reason:
-        return f"no weights here; fetch them: stembridge models pull {status.entry.name}"
-    return str(status.reason)
 
 
 def _pull(args: argparse.Namespace, settings: Any) -> int:

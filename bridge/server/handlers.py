@@ -68,7 +68,7 @@ def list_models(settings: Settings) -> list[tuple[str, str, str, bool, str]]:
     from bridge.catalog import model_statuses
 
     return [
-        (s.entry.name, s.entry.engine, "/".join(s.entry.tasks), s.available, s.reason)
+        (s.entry.name, s.entry.engine, "/".join(s.entry.tasks), s.available, s.short_reason)
         for s in model_statuses(settings.models_dir)
     ]
 
