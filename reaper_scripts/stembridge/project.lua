@@ -1,0 +1,146 @@
+-- @noindex
+-- Reading and changing the Reaper project: selected items and their sources, tempo at a time, new tracks,
+-- items and takes. Everything the request needs is read before it starts; the project is only changed when the
+-- result is there, inside one undo block.
+
+local project = {}
+
+function project.basename(path)
+  return (path:match("([^/\\]+)$") or path)
+end
+
+--- A take or file name without its audio extension ("My Song.wav" -> "My Song").
+function project.display_name(name)
+  local stem, ext = name:match("^(.+)%.(%w+)$")
+  local audio = { wav = 1, wave = 1, aif = 1, aiff = 1, flac = 1, mp3 = 1, ogg = 1, opus = 1, m4a = 1, w64 = 1 }
+  return (stem and audio[ext:lower()]) and stem or name
+end
+
+--- Whether a pointer still names something in the project (the user may delete it while a job runs).
+function project.valid(ptr, kind)
+  return ptr ~= nil and reaper.ValidatePtr2(0, ptr, kind)
+end
+
+--- What a request needs to know about an item's active take, or nil and why the item cannot be used.
+-- The source file is the whole file the take plays from; the take shows the part from `startoffs` seconds into
+-- it, `playrate` times as fast, for `length` seconds of timeline from `position`.
+function project.item_info(item)
+  local take = reaper.GetActiveTake(item)
+  if not take then return nil, "it is empty" end
+  if reaper.TakeIsMIDI(take) then return nil, "it is MIDI, not audio" end
+  local source = reaper.GetMediaItemTake_Source(take)
+  local file = source and reaper.GetMediaSourceFileName(source, "") or ""
+  local parent = source and file == "" and reaper.GetMediaSourceParent(source)
+  if parent then file = reaper.GetMediaSourceFileName(parent, "") or "" end  -- a section or reversed source
+  if file == "" then return nil, "its take has no audio file" end
+  local _, take_name = reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", "", false)
+  return {
+    item = item, take = take, track = reaper.GetMediaItem_Track(item), file = file,
+    name = project.display_name((take_name and take_name ~= "") and take_name or project.basename(file)),
+    position = reaper.GetMediaItemInfo_Value(item, "D_POSITION"),
+    length = reaper.GetMediaItemInfo_Value(item, "D_LENGTH"),
+    startoffs = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS"),
+    playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE"),
+    pitch = reaper.GetMediaItemTakeInfo_Value(take, "D_PITCH"),
+    preserve_pitch = reaper.GetMediaItemTakeInfo_Value(take, "B_PPITCH"),
+  }
+end
+
+--- The selected items that can be used, and a line for each that cannot.
+function project.selected_items()
+  local infos, skipped = {}, {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    local item = reaper.GetSelectedMediaItem(0, i)
+    local info, why = project.item_info(item)
+    if info then
+      infos[#infos + 1] = info
+    else
+      skipped[#skipped + 1] = ("item %d is skipped: %s"):format(i + 1, why)
+    end
+  end
+  return infos, skipped
+end
+
+--- Tempo (quarter notes per minute) and time signature at a time on the timeline.
+function project.tempo_at(time)
+  local num, denom, bpm = reaper.TimeMap_GetTimeSigAtTime(0, time)
+  if not bpm or bpm <= 0 then bpm = reaper.Master_GetTempo() end
+  if not num or num < 1 or not denom or denom < 1 then num, denom = 4, 4 end
+  return bpm, math.floor(num + 0.5), math.floor(denom + 0.5)
+end
+
+--- A number as a command-line argument: no exponent, no trailing zeros.
+function project.number(x)
+  local text = ("%.6f"):format(x):gsub("0+$", ""):gsub("%.$", "")
+  return text == "-0" and "0" or text
+end
+
+--- A new track at `index` (0-based) named `name`.
+function project.insert_track(index, name)
+  reaper.InsertTrackAtIndex(index, true)
+  local track = reaper.GetTrack(0, index)
+  reaper.GetSetMediaTrackInfo_String(track, "P_NAME", name, true)
+  return track
+end
+
+--- The index a new track gets to sit right below `track` (or at the end when it is gone).
+function project.index_below(track)
+  if project.valid(track, "MediaTrack*") then
+    return math.floor(reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER"))  -- 1-based: the next 0-based slot
+  end
+  return reaper.CountTracks(0)
+end
+
+--- Adds a take playing `path` to `item`, with the offset, rate and pitch of `like` (an item_info) when given.
+function project.add_take(item, path, name, like)
+  local take = reaper.AddTakeToMediaItem(item)
+  reaper.SetMediaItemTake_Source(take, reaper.PCM_Source_CreateFromFile(path))
+  if like then
+    reaper.SetMediaItemTakeInfo_Value(take, "D_STARTOFFS", like.startoffs)
+    reaper.SetMediaItemTakeInfo_Value(take, "D_PLAYRATE", like.playrate)
+    reaper.SetMediaItemTakeInfo_Value(take, "D_PITCH", like.pitch)
+    reaper.SetMediaItemTakeInfo_Value(take, "B_PPITCH", like.preserve_pitch)
+  end
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", name, true)
+  return take
+end
+
+--- A new item on `track` from `position` for `length` seconds, playing `path`.
+function project.add_item(track, path, position, length, name, like)
+  local item = reaper.AddMediaItemToTrack(track)
+  reaper.SetMediaItemInfo_Value(item, "D_POSITION", position)
+  reaper.SetMediaItemInfo_Value(item, "D_LENGTH", length)
+  local take = project.add_take(item, path, name, like)
+  return item, take
+end
+
+--- Runs `change` inside one undo point named `name`, with the arrange view redrawn once at the end.
+function project.change(name, change)
+  reaper.Undo_BeginBlock()
+  reaper.PreventUIRefresh(1)
+  local ok, err = pcall(change)
+  reaper.PreventUIRefresh(-1)
+  reaper.UpdateArrange()
+  reaper.Undo_EndBlock(name, -1)
+  if not ok then error(err, 0) end
+  reaper.Main_OnCommand(40047, 0)  -- Peaks: Build any missing peaks
+end
+
+--- Outputs of a result sorted by variation, otherwise in the daemon's order, so takes come in order.
+function project.sorted_outputs(result)
+  local outputs, order = {}, {}
+  for _, out in ipairs(result.outputs or {}) do
+    if type(out) == "table" and type(out.path) == "string" then
+      outputs[#outputs + 1] = out
+      order[out] = #outputs
+    end
+  end
+  table.sort(outputs, function(a, b)
+    local va, vb = tonumber(a.variation) or 0, tonumber(b.variation) or 0
+    if va ~= vb then return va < vb end
+    return order[a] < order[b]
+  end)
+  return outputs
+end
+
+return project

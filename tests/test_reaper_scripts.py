@@ -1,0 +1,468 @@
+"""The Reaper scripts (reaper_scripts/), run under Lua 5.4 with a stub ``reaper`` table (tests/reaper/) against a
+real daemon: ExecProcess starts real ``stembridge request`` processes, defer really polls their result files, and
+the test reads back the tracks, items and takes the scripts made. Also the ReaPack index.
+
+Needs ``lua5.4`` (Debian package ``lua5.4``); the tests skip without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bridge.client import Client, Endpoint
+from bridge.config import Settings
+from bridge.server.daemon import DaemonThread
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "reaper_scripts"
+RUNNER = ROOT / "tests" / "reaper" / "run.lua"
+LUA = shutil.which("lua5.4")
+SR = 44100
+SEPARATE = "Stembridge_Separate selected items.lua"
+GENERATE = "Stembridge_Generate stem for time selection.lua"
+VARY = "Stembridge_Vary selected item.lua"
+STATUS = "Stembridge_Status.lua"
+MAX_CALL = (
+    1.0  # seconds: no single call into a script may take this long (Reaper would freeze); jobs take more
+)
+
+needs_lua = pytest.mark.skipif(LUA is None, reason="lua5.4 is not installed (Debian: apt-get install lua5.4)")
+
+
+# --- the daemon, the stembridge command and the scenario ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonThread]:
+    base = tmp_path_factory.mktemp("reaper-daemon")
+    settings = Settings(
+        out_dir=base / "renders",
+        state_dir=base / "state",
+        models_dir=base / "models",
+        port=0,
+        engine="builtin",
+    )
+    with DaemonThread(settings, discovery=False) as d:
+        yield d
+
+
+def write_command(folder: Path) -> Path:
+    """A ``stembridge`` command in ``folder`` that runs this checkout with this Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "stembridge"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bridge.cli "$@"\n')
+    exe.chmod(0o755)
+    return exe
+
+
+class Reaper:
+    """One isolated Reaper: a home, a temp folder, an environment; runs scripts and returns what they did."""
+
+    def __init__(self, tmp_path: Path, daemon: DaemonThread | None, *, command_on_path: bool = True) -> None:
+        self.tmp = tmp_path
+        self.home = tmp_path / "home"
+        self.temp = tmp_path / "tmp"
+        for folder in (self.home, self.temp):
+            folder.mkdir(parents=True, exist_ok=True)
+        bin_dir = tmp_path / "bin"
+        if command_on_path:
+            write_command(bin_dir)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STEMBRIDGE_")}
+        env.update(
+            PATH=f"{bin_dir}:/usr/bin:/bin",
+            HOME=str(self.home),
+            TMPDIR=str(self.temp),
+            PYTHONPATH=str(ROOT),
+            STEMBRIDGE_CONFIG=str(tmp_path / "no-config.toml"),
+        )
+        if daemon is not None:
+            env["STEMBRIDGE_STATE_DIR"] = str(daemon.daemon.settings.state_dir)
+        self.env = env
+
+    def run(self, script: str, timeout: float = 60, **scenario: Any) -> dict[str, Any]:
+        scenario.setdefault("guard", timeout - 10)
+        scenario["script"] = str(SCRIPTS / script)
+        scenario_file = self.tmp / f"scenario-{len(list(self.tmp.glob('scenario-*')))}.lua"
+        scenario_file.write_text("return " + lua(scenario) + "\n")
+        dump = scenario_file.with_suffix(".json")
+        assert LUA is not None
+        proc = subprocess.run(
+            [LUA, str(RUNNER), str(scenario_file), str(dump)],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        result: dict[str, Any] = json.loads(dump.read_text())
+        assert result["errors"] == [], "\n".join(result["errors"])
+        assert result["max_call"] < MAX_CALL, f"a call into the script took {result['max_call']:.2f} s"
+        assert all(e["timeout"] in (-1, -2) for e in result["exec"]), (
+            f"a waiting ExecProcess: {result['exec']}"
+        )
+        assert result["undo_depth"] == 0 and result["refresh"] == 0
+        assert result["deferred_left"] == 0
+        return result
+
+    def leftovers(self) -> list[str]:
+        """Files the scripts left in their temp folder."""
+        return sorted(p.name for p in self.temp.rglob("*") if p.is_file())
+
+
+def lua(value: Any) -> str:
+    """``value`` as a Lua literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(lua(v) for v in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"[{lua(str(k))}] = {lua(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no Lua literal for {value!r}")
+
+
+def write_audio(path: Path, audio: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio.T, SR, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def song_file(tmp_path_factory: pytest.TempPathFactory, song_mix: np.ndarray) -> Path:
+    return write_audio(tmp_path_factory.mktemp("audio") / "My Song.wav", song_mix)
+
+
+@pytest.fixture(scope="module")
+def drums_file(tmp_path_factory: pytest.TempPathFactory, song: dict[str, np.ndarray]) -> Path:
+    return write_audio(tmp_path_factory.mktemp("audio") / "drums.wav", song["drums"])
+
+
+def item(path: Path, position: float, length: float, *, startoffs: float = 0.0, playrate: float = 1.0,
+         selected: bool = False) -> dict[str, Any]:  # fmt: skip
+    """An item with one take of ``path``, named after the file as Reaper names it ("My Song.wav")."""
+    take = {"file": str(path), "startoffs": startoffs, "playrate": playrate, "name": path.name}
+    return {"position": position, "length": length, "selected": selected, "takes": [take]}
+
+
+def frames(path: str) -> int:
+    return int(sf.info(path).frames)
+
+
+# --- separate ---------------------------------------------------------------------------------------------------
+
+
+@needs_lua
+def test_separate_puts_aligned_stems_in_a_folder_below_each_item(
+    tmp_path: Path, daemon: DaemonThread, song_file: Path, drums_file: Path
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    trimmed = item(song_file, 2.0, 5.0, startoffs=1.5, playrate=1.25, selected=True)
+    tracks = [
+        {"name": "Band", "folderdepth": 1},
+        {"name": "Song", "folderdepth": -1, "items": [trimmed]},  # the last track of the Band folder
+        {"name": "After", "items": [item(drums_file, 0.0, 8.0, selected=True)]},
+    ]
+    out = reaper.run(SEPARATE, tracks=tracks, ext_state={"Stembridge": {"stems": "drums,bass"}})
+
+    assert out["messages"] == []
+    names = [(t["name"], t["folderdepth"]) for t in out["tracks"]]
+    assert names == [
+        ("Band", 1), ("Song", 0), ("My Song - stems", 1),
+        ("drums", 0), ("bass", -2),  # closes the stems folder and the Band folder
+        ("After", 0), ("drums - stems", 1), ("drums", 0), ("bass", -1),
+    ]  # fmt: skip
+    assert [i["position"] for i in out["tracks"][7]["items"]] == [0.0]
+    for track in out["tracks"][3:5]:
+        [stem_item] = track["items"]
+        assert (stem_item["position"], stem_item["length"]) == (2.0, 5.0)
+        [take] = stem_item["takes"]
+        assert (take["startoffs"], take["playrate"], take["name"]) == (1.5, 1.25, track["name"])
+        assert Path(take["file"]).name == f"My_Song__{track['name']}.wav"
+        assert frames(take["file"]) == frames(str(song_file))  # the whole file, so the offset still lines up
+    assert out["undo"] == ["Stembridge: separate My Song", "Stembridge: separate drums"]
+    assert 40047 in out["commands"]  # peaks built
+    assert out["gfx"]["inits"] == 1 and out["gfx"]["quits"] == 1  # one window for both jobs
+    assert {"Separating My Song (1 of 2)", "Separating drums (2 of 2)", "Cancel"} <= set(out["drawn"])
+    for cmd in [e["cmd"] for e in out["exec"]]:
+        assert cmd == f"/bin/sh {reaper.temp}/stembridge-reaper/{Path(cmd).name}" and cmd.endswith(".sh")
+    assert reaper.leftovers() == []
+
+
+@needs_lua
+def test_separate_without_a_selected_audio_item_says_so(tmp_path: Path, daemon: DaemonThread) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    midi = {"position": 0.0, "length": 2.0, "selected": True, "takes": [{"midi": True}]}
+    out = reaper.run(SEPARATE, tracks=[{"name": "Synth", "items": [midi]}])
+    [message] = out["messages"]
+    assert "Select one or more audio items" in message["text"] and "it is MIDI, not audio" in message["text"]
+    assert out["exec"] == [] and len(out["tracks"]) == 1
+
+
+# --- generate ---------------------------------------------------------------------------------------------------
+
+
+@needs_lua
+def test_generate_fills_the_time_selection_with_the_lined_up_context(
+    tmp_path: Path, daemon: DaemonThread, drums_file: Path, song_file: Path
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    start, bar = 4.0, 3 * 60 / 90  # 3/4 at 90 bpm: a bar lasts 2 s
+    tracks = [  # Drums' file starts at the selection start; Keys' starts earlier; Vox is not selected
+        {"name": "Drums", "selected": True, "items": [item(drums_file, start, 8.0)]},
+        {"name": "Keys", "selected": True, "items": [item(song_file, 2.0, 8.0)]},
+        {"name": "Vox", "items": [item(song_file, start, 8.0)]},
+        {"name": "Master bus"},
+    ]
+    out = reaper.run(
+        GENERATE, tracks=tracks, tempo=90, timesig=[3, 4], time_selection=[start, start + 4 * bar + 0.3],
+        inputs=[["bass", "dark and sparse", "4", "2"]],
+    )  # fmt: skip
+
+    [dialog] = out["inputs"]
+    assert dialog["defaults"].split("\n") == ["bass", "", "4", "1"]  # 4 bars from the selection
+    [cmd] = [e["cmd"] for e in out["exec"]]
+    assert [t["name"] for t in out["tracks"]] == ["Drums", "Keys", "bass", "Vox", "Master bus"]
+    [new] = out["tracks"][2]["items"]
+    assert new["position"] == start and new["length"] == pytest.approx(4 * bar)
+    assert len(new["takes"]) == 2 and new["active_take"] == 1
+    for k, take in enumerate(new["takes"], 1):
+        assert take["name"].startswith(f"bass v{k} (seed ")
+        assert Path(take["file"]).name.startswith(f"drums__bass__90bpm__4bars__v{k}")  # after the context
+        assert frames(take["file"]) == round(4 * bar * SR)  # exactly the four bars
+        assert sf.info(take["file"]).samplerate == SR
+    [note] = out["messages"]
+    assert 'My Song on track "Keys": its file starts at 2.000 s, not at the selection start' in note["text"]
+    assert "Vox" not in note["text"]
+    assert out["undo"] == ["Stembridge: generate bass"]
+    assert out["ext"]["Stembridge/last_prompt"] == "dark and sparse"
+    assert cmd.startswith("/bin/sh ")
+
+
+@needs_lua
+@pytest.mark.parametrize("broken", [False, True])
+def test_generate_asks_with_reaimgui_when_it_is_installed(
+    tmp_path: Path, daemon: DaemonThread, broken: bool
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    answers = {"Stem (bass drums keys pad lead)": "keys", "Prompt (optional)": "bright", "Bars": 2}
+    out = reaper.run(
+        GENERATE, time_selection=[1.0, 9.0], imgui={"answers": answers, "broken": broken},
+        inputs=[["lead", "", "1", "1"]],  # what GetUserInputs answers, if it is asked
+    )  # fmt: skip
+    [track] = out["tracks"]
+    [new] = track["items"]
+    if broken:  # a ReaImGui the script does not know: the plain dialog instead, and no error
+        assert track["name"] == "lead" and len(out["inputs"]) == 1 and new["length"] == 2.0
+        return
+    assert out["inputs"] == [] and not out["imgui"]["unbalanced"] and out["imgui"]["open_windows"] == 0
+    assert set(out["imgui"]["labels"]) == {*answers, "Variations (1-16)"}
+    assert track["name"] == "keys" and (new["position"], new["length"]) == (1.0, 4.0)  # 2 bars of 4/4 at 120
+    assert out["ext"]["Stembridge/last_prompt"] == "bright"
+
+
+@needs_lua
+def test_generate_refuses_bad_answers_before_starting_anything(tmp_path: Path, daemon: DaemonThread) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    out = reaper.run(GENERATE, time_selection=[0.0, 8.0], inputs=[["bass", "", "8.5", "40"]])
+    [message] = out["messages"]
+    assert 'bars must be a whole number from 1 to 256, got "8.5"' in message["text"]
+    assert 'variations must be a whole number from 1 to 16, got "40"' in message["text"]
+    assert out["exec"] == [] and out["tracks"] == []
+    out = reaper.run(GENERATE, time_selection=[0.0, 0.0])
+    assert "Make a time selection first" in out["messages"][0]["text"] and out["inputs"] == []
+
+
+# --- vary -------------------------------------------------------------------------------------------------------
+
+
+@needs_lua
+def test_vary_adds_the_variations_as_takes_in_place(
+    tmp_path: Path, daemon: DaemonThread, drums_file: Path
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    loop = item(drums_file, 10.0, 3.0, startoffs=0.5, playrate=2.0, selected=True)
+    out = reaper.run(VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["3", "0.4"]])
+
+    assert out["messages"] == []
+    [varied] = out["tracks"][0]["items"]
+    assert (varied["position"], varied["length"]) == (10.0, 3.0)
+    assert len(varied["takes"]) == 4 and varied["active_take"] == 2  # the original, then v1 (active), v2, v3
+    assert varied["takes"][0]["file"] == str(drums_file)
+    for k, take in enumerate(varied["takes"][1:], 1):
+        assert (take["startoffs"], take["playrate"], take["name"]) == (0.5, 2.0, f"drums v{k}")
+        assert frames(take["file"]) == frames(str(drums_file))
+        assert "__60bpm__" in Path(take["file"]).name  # 120 bpm played at twice the rate: the file is at 60
+    assert out["undo"] == ["Stembridge: vary drums"]
+
+
+@needs_lua
+def test_vary_tells_where_the_files_are_when_the_item_was_deleted_meanwhile(
+    tmp_path: Path, daemon: DaemonThread, drums_file: Path
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    loop = item(drums_file, 0.0, 8.0, selected=True)
+    out = reaper.run(
+        VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["2", "0.5"]],
+        delete_selected_items_when="Varying drums",
+    )  # fmt: skip
+    [message] = out["messages"]
+    assert message["text"].startswith("drums was deleted while its variations were made; they are in\n/")
+    assert out["tracks"][0]["items"] == [] and out["undo"] == []
+
+
+# --- status, finding the command, no daemon, cancel ---------------------------------------------------------------
+
+
+@needs_lua
+def test_status_reports_the_daemon_and_finds_the_command_in_a_virtualenv(
+    tmp_path: Path, daemon: DaemonThread
+) -> None:
+    reaper = Reaper(tmp_path, daemon, command_on_path=False)
+    exe = write_command(reaper.home / ".venvs" / "stembridge" / "bin")
+    out = reaper.run(STATUS)
+    [report] = out["messages"]
+    assert report["type"] == 4  # Yes/No: edit the settings?
+    text = report["text"]
+    assert f"stembridge command: {exe}" in text
+    assert f"at 127.0.0.1:{daemon.port}, answering" in text
+    engines = next(line for line in text.splitlines() if line.startswith("Engines: "))
+    assert "builtin" in engines.split(": ")[1].split(", ")
+    assert "Models ready: builtin (separate/generate/vary)" in text
+    assert out["inputs"] == []  # answered No
+
+
+@needs_lua
+def test_a_missing_command_is_named_and_the_settings_can_fix_it(tmp_path: Path, daemon: DaemonThread) -> None:
+    reaper = Reaper(tmp_path, daemon, command_on_path=False)
+    song = write_audio(tmp_path / "s.wav", np.zeros((2, SR), dtype=np.float32))
+    tracks = [{"name": "Song", "items": [item(song, 0.0, 1.0, selected=True)]}]
+    out = reaper.run(SEPARATE, tracks=tracks)
+    [message] = out["messages"]
+    assert "Cannot find the stembridge command (stembridge) on PATH" in message["text"]
+    assert out["exec"] == [] and len(out["tracks"]) == 1 and out["gfx"]["inits"] == 0
+
+    missing = str(tmp_path / "nowhere" / "stembridge")
+    out = reaper.run(SEPARATE, tracks=tracks, ext_state={"Stembridge": {"executable": missing}})
+    assert f"does not exist:\n{missing}" in out["messages"][0]["text"] and out["exec"] == []
+
+    broken = tmp_path / "broken-venv" / "stembridge"  # found, but its Python is gone
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'bridge'\" >&2\nexit 1\n")
+    broken.chmod(0o755)
+    out = reaper.run(SEPARATE, tracks=tracks, ext_state={"Stembridge": {"executable": str(broken)}})
+    [message] = out["messages"]
+    assert f"stopped with exit code 1 before it reached the daemon:\n{broken}" in message["text"]
+    assert "No module named 'bridge'" in message["text"] and len(out["tracks"]) == 1
+    assert reaper.leftovers() == []
+
+    real = write_command(tmp_path / "elsewhere")  # Status: "Edit the settings?" Yes, and enter the path
+    answers = [str(real), "", "", "", "", "", "", "", ""]
+    out = reaper.run(STATUS, message_answers=[6], inputs=[answers])
+    assert "Cannot find the stembridge command" in out["messages"][0]["text"]
+    assert out["ext"]["Stembridge/executable"] == str(real) and "Stembridge/port" not in out["ext"]
+
+
+@needs_lua
+def test_a_daemon_that_is_not_running_gets_a_plain_message(tmp_path: Path, song_file: Path) -> None:
+    reaper = Reaper(tmp_path, None)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # a port where nothing answers
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        tracks = [{"name": "Song", "items": [item(song_file, 0.0, 8.0, selected=True)]}]
+        out = reaper.run(SEPARATE, tracks=tracks, ext_state={"Stembridge": {"port": port}})
+        status = reaper.run(STATUS, ext_state={"Stembridge": {"port": port}})
+    [message] = out["messages"]
+    assert "The stembridge daemon is not running, or does not answer" in message["text"]
+    assert f"127.0.0.1:{port}" in message["text"] and "stembridge serve" in message["text"]
+    assert len(out["tracks"]) == 1 and out["undo"] == []
+    assert out["elapsed"] < 15
+    [report] = status["messages"]  # one message: the command found, the daemon not answering, edit settings?
+    assert report["type"] == 4 and "stembridge command: " in report["text"]
+    assert "The stembridge daemon is not running" in report["text"]
+    assert reaper.leftovers() == []
+
+
+@needs_lua
+@pytest.mark.parametrize("how", ["click_cancel_when", "close_window_when"])
+def test_cancel_stops_the_job_and_adds_nothing(
+    tmp_path: Path, daemon: DaemonThread, drums_file: Path, how: str
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    tracks = [{"name": "Drums", "selected": True, "items": [item(drums_file, 0.0, 8.0)]}]
+    out = reaper.run(
+        GENERATE, tracks=tracks, time_selection=[0.0, 64.0], inputs=[["pad", "", "32", "8"]], **{how: "render"}
+    )  # fmt: skip
+    if how == "click_cancel_when":
+        assert out["gfx"]["clicked"] and "cancelling..." in out["drawn"] and out["gfx"]["quits"] == 1
+    else:
+        assert out["gfx"]["closed_by_user"]
+    assert out["messages"] == [] and len(out["tracks"]) == 1 and out["undo"] == []
+    job, *cancels = [e["cmd"] for e in out["exec"]]
+    assert cancels, "no cancel request was sent"
+    rid = Path(job.split(" ", 1)[1]).stem  # the script is named after the request id
+    with Client(Endpoint("127.0.0.1", daemon.port)) as client:
+        assert client.status(rid).state == "cancelled"
+    renders = daemon.daemon.settings.out_dir
+    assert not list(renders.rglob("*__pad__*")), "a cancelled job left files"
+
+
+# --- the ReaPack index ------------------------------------------------------------------------------------------
+
+
+def header(path: Path) -> dict[str, Any]:
+    """The ReaPack metadata header of a script: {tag: value}, a multi-line tag (@provides) as a list of lines."""
+    tags: dict[str, Any] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if not line.startswith("--"):
+            break
+        body = line[2:]
+        if body.startswith(" @"):
+            name, _, value = body[2:].partition(" ")
+            current = name.lower()
+            tags[current] = value.strip() if value.strip() else []
+        elif current and body.startswith("   ") and isinstance(tags[current], list):
+            tags[current].append(body.strip())
+        else:
+            current = None
+    return tags
+
+
+def test_the_reapack_index_lists_every_script_with_the_headers_version() -> None:
+    package = SCRIPTS / SEPARATE
+    tags = header(package)
+    provides = []
+    for entry in tags["provides"]:
+        options, _, name = entry.rpartition("] ")
+        provides.append((options.lstrip("[") if options else "", name if options else entry))
+    root = ET.parse(SCRIPTS / "index.xml").getroot()
+    assert root.tag == "index" and root.get("version") == "1"
+    [pkg] = root.iter("reapack")
+    assert pkg.get("name") == package.name and pkg.get("type") == "script"
+    [version] = pkg.iter("version")
+    assert version.get("name") == tags["version"]
+    sources = {s.get("file") or package.name: s for s in version.iter("source")}
+    assert set(sources) == {package.name} | {name for _, name in provides}
+    mains = {package.name} | {name for options, name in provides if "main" in options.split()}
+    for name, source in sources.items():
+        assert (SCRIPTS / name).is_file(), name
+        assert (source.get("main") == "main") == (name in mains), name
+        assert source.text and source.text.endswith(name.replace(" ", "%20")), source.text
+    lua_files = {str(p.relative_to(SCRIPTS)) for p in SCRIPTS.rglob("*.lua")}
+    assert lua_files == set(sources)
+    for path in SCRIPTS.rglob("*.lua"):  # one package: the other files are provided by it, not indexed
+        assert ("noindex" in header(path)) == (path != package), path
