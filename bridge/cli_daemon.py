@@ -145,6 +145,7 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
 
     op("ping", "Check that the daemon answers; print its version and engines.", "stembridge request ping")
     op("models", "List the daemon's models and whether each can run.", "stembridge request models --json")
+    op("queue", "Show whether a job is running and how many wait.", "stembridge request queue --json")
     for name, verb in (("status", "Show the state of a job"), ("cancel", "Cancel a job")):
         q = op(name, f"{verb} by its request id.", f"stembridge request {name} 3f2a9c01b7d4")
         q.add_argument("job_id", help="the job's request id")
@@ -361,6 +362,8 @@ def _request(client: Any, args: argparse.Namespace, rid: str, result_file: Any) 
         return {"version": version, "engines": engines, "daemon": str(client.endpoint)}
     if op == "models":
         return {"models": client.models()}
+    if op == "queue":
+        return {"queue": client.queue()}
     if op in ("status", "cancel"):
         state = client.status(args.job_id) if op == "status" else client.cancel(args.job_id)
         return dict(state.to_dict())
@@ -405,6 +408,8 @@ def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
             f"stembridge {payload['version']} at {payload['daemon']}; "
             f"engines: {', '.join(payload['engines'])}"
         )
+    elif op == "queue":
+        print(_queue_line(payload["queue"]))
     elif op == "models":
         for m in payload["models"]:
             state = "available" if m["available"] else f"unavailable ({m['reason']})"
@@ -424,3 +429,15 @@ def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
         for path in payload["paths"]:
             print(path)
     sys.stdout.flush()
+
+
+def _queue_line(q: dict[str, Any]) -> str:
+    """``running (yours: job1, 42% separate); 2 waiting (1 yours)`` or ``idle``."""
+    if not q["running"] and not q["waiting"]:
+        return "idle: no job running or waiting"
+    running = "no job running"
+    if q["running"]:
+        whose = f"yours: {q['job']}" if q["job"] else "another machine's"
+        running = f"a job running ({whose}, {q['fraction'] * 100:.0f}% {q['stage']})".replace(" )", ")")
+    waiting = f"{q['waiting']} waiting" + (f" ({q['yours_waiting']} yours)" if q["yours_waiting"] else "")
+    return f"{running}; {waiting}"

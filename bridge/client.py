@@ -327,6 +327,18 @@ class Client:
     def cancel(self, job_id: str) -> JobState:
         return JobState.parse(self.ask("cancel", [job_id])[1])
 
+    def queue(self) -> dict[str, Any]:
+        """The daemon's queue: ``{"running", "waiting", "job", "fraction", "stage", "yours_waiting"}``."""
+        _, args = self.ask("queue")
+        return {
+            "running": bool(args[1]),
+            "waiting": int(args[2]),
+            "job": str(args[3]),
+            "fraction": float(args[4]),
+            "stage": str(args[5]),
+            "yours_waiting": int(args[6]),
+        }
+
     def models(self) -> list[dict[str, Any]]:
         _, args = self.ask("models")
         rows = args[1:]

@@ -3,7 +3,7 @@
 -- package header).
 --
 -- Says which stembridge command the scripts use, whether the daemon answers (its version, address and
--- engines) and which models it can run, then offers to edit the settings (ExtState section "Stembridge").
+-- engines), which models it can run and what its queue holds, then offers to edit the settings (ExtState section "Stembridge").
 
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
@@ -58,11 +58,28 @@ local function main()
       lines[#lines + 1] = ("Models not installed: %s (`stembridge models` says why and how to get them)"):format(
         table.concat(missing, ", "))
     end
-    lines[#lines + 1] = "Queue: the daemon does not report its queue; a job's window shows its place when it waits."
+  end
+  local function on_queue(result)
+    local q = type(result.queue) == "table" and result.queue or {}
+    local waiting = tonumber(q.waiting) or 0
+    if q.running ~= true and waiting == 0 then
+      lines[#lines + 1] = "Queue: idle, no job running or waiting"
+      return
+    end
+    local running = "no job running"
+    if q.running == true then
+      local whose = (q.job and q.job ~= "") and ("yours, " .. tostring(q.job)) or "another machine's"
+      running = ("a job running (%s, %d%% %s)"):format(whose, math.floor((tonumber(q.fraction) or 0) * 100 + 0.5),
+        tostring(q.stage or ""))
+    end
+    local mine = tonumber(q.yours_waiting) or 0
+    lines[#lines + 1] = ("Queue: %s; %d waiting%s"):format(running, waiting,
+      mine > 0 and (" (%d yours)"):format(mine) or "")
   end
   ui.run(TITLE, {
     { op = "ping", args = {}, label = "Asking the daemon", on_done = on_ping },
     { op = "models", args = {}, label = "Asking for models", on_done = on_models },
+    { op = "queue", args = {}, label = "Asking for the queue", on_done = on_queue },
   }, function(summary)
     for _, message in ipairs(summary.messages) do lines[#lines + 1] = "\n" .. message end
     if not summary.cancelled then report(lines) end

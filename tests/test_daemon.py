@@ -42,7 +42,7 @@ from bridge.errors import (
     UnsupportedOperation,
 )
 from bridge.jobs.journal import Journal
-from bridge.jobs.queue import JobEvent, JobQueue, ReplyTo
+from bridge.jobs.queue import JobEvent, JobQueue, QueueOverview, ReplyTo
 from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import PORT_FILE, DaemonThread, check_network_policy, read_port_file
@@ -371,6 +371,50 @@ def test_bad_requests_get_error_replies_and_the_daemon_keeps_serving(
     peer.request(protocol.PING, "still-here")
     assert peer.wait_for("still-here", protocol.PONG)
     assert not list((tmp_path / "renders").glob("*"))
+
+
+def test_queue_overview_shows_other_machines_jobs_without_their_ids() -> None:
+    gate, events = GatedRunner(), Events()
+    queue = JobQueue(gate, Journal(":memory:"), events)
+    queue.start()
+    try:
+        assert queue.overview("me") == QueueOverview(running=False, waiting=0)
+        queue.submit("them", "theirs", spec(), ReplyTo("them", 1))
+        assert gate.started.wait(WAIT)
+        queue.submit("me", "mine", spec(), ReplyTo("me", 1))
+        queue.submit("them", "theirs-2", spec(), ReplyTo("them", 1))
+        mine, theirs = queue.overview("me"), queue.overview("them")
+        assert (mine.running, mine.waiting, mine.job, mine.yours_waiting) == (True, 2, "", 1)
+        assert (theirs.job, theirs.yours_waiting) == ("theirs", 1)
+    finally:
+        gate.release.set()
+        assert queue.shutdown(5)
+
+
+def test_queue_request_over_osc_and_the_request_command(
+    settings: Settings, gate: GatedRunner, song: tuple[Path, np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with DaemonThread(settings, gate, discovery=False) as d:
+        peer = OscPeer(d.port)
+        try:
+            peer.request(protocol.QUEUE, "q0")
+            assert peer.wait_for("q0", protocol.QUEUE_REPLY)[1] == ["q0", 0, 0, "", 0.0, "", 0]
+            peer.request(protocol.VARY, "slow", str(song[0]))
+            assert gate.started.wait(WAIT)
+            peer.request(protocol.VARY, "next", str(song[0]))
+            peer.wait_for("next", protocol.ACCEPTED)
+            peer.request(protocol.QUEUE, "q1")
+            _, args = peer.wait_for("q1", protocol.QUEUE_REPLY)
+            assert args[:4] == ["q1", 1, 1, "slow"] and args[5] in ("started", "working") and args[6] == 1
+            args_, handler = cli("request", "queue", "--port", str(d.port))
+            assert handler(args_) == 0
+            assert capsys.readouterr().out.strip().startswith("a job running (yours: slow, ")
+            args_, handler = cli("request", "queue", "--port", str(d.port), "--json")
+            assert handler(args_) == 0
+            assert json.loads(capsys.readouterr().out)["queue"]["waiting"] == 1
+        finally:
+            gate.release.set()
+            peer.close()
 
 
 def test_cancel_a_running_job(

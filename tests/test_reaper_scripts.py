@@ -342,6 +342,7 @@ def test_status_reports_the_daemon_and_finds_the_command_in_a_virtualenv(
     engines = next(line for line in text.splitlines() if line.startswith("Engines: "))
     assert "builtin" in engines.split(": ")[1].split(", ")
     assert "Models ready: builtin (separate/generate/vary)" in text
+    assert "Queue: idle, no job running or waiting" in text
     assert out["inputs"] == []  # answered No
 
 

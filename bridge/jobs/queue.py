@@ -60,6 +60,19 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
+class QueueOverview:
+    """The queue at a glance (the ``queue`` request): whether a job runs, how many wait, and for the asking
+    machine its running job's id (empty for another machine's) and how many of the waiting ones are its own."""
+
+    running: bool
+    waiting: int
+    job: str = ""
+    fraction: float = 0.0
+    stage: str = ""
+    yours_waiting: int = 0
+
+
+@dataclass(frozen=True)
 class JobStatus:
     """A job's state as ``status`` reports it: queued, running, done, failed, cancelled or unknown.
 
@@ -259,6 +272,20 @@ class JobQueue:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def overview(self, client: str) -> QueueOverview:
+        """What the queue is doing, as ``client`` may see it: other machines' request ids are not shown."""
+        with self._cond:
+            running = self._running
+            mine = running is not None and running.client == client
+            return QueueOverview(
+                running=running is not None,
+                waiting=len(self._waiting),
+                job=running.request_id if mine and running is not None else "",
+                fraction=running.fraction if running is not None else 0.0,
+                stage=running.stage if running is not None else "",
+                yours_waiting=sum(1 for job in self._waiting if job.client == client),
+            )
+
     @property
     def pending(self) -> int:
         """How many jobs wait behind the running one."""
@@ -287,6 +314,7 @@ class JobQueue:
 
     def _run(self, job: _Job) -> None:
         self._record(job, "running")
+        job.stage = "started"
         self._emit(JobEvent("progress", job.request_id, job.reply, 0.0, "started"))
         callback, flush = self._progress_callback(job)
         try:

@@ -187,6 +187,11 @@ class RequestHandler:
             self._replier.send(to, state_reply(status))
         elif request.command == "models":
             self._models(rid, to)
+        elif request.command == "queue":
+            q = self._queue.overview(to.host)
+            self._replier.send(
+                to, protocol.queue(rid, q.running, q.waiting, q.job, q.fraction, q.stage, q.yours_waiting)
+            )
 
     def _submit(self, command: str, rid: str, job: JobSpec, to: ReplyTo) -> None:
         """Queue a job whose files are checked; reply ``accepted``, or the first job's state to a repeat."""

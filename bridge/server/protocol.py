@@ -51,9 +51,10 @@ CANCEL, STATUS, MODELS = f"{PREFIX}/cancel", f"{PREFIX}/status", f"{PREFIX}/mode
 PONG, ACCEPTED, PROGRESS = f"{PREFIX}/pong", f"{PREFIX}/accepted", f"{PREFIX}/progress"
 DONE, ERROR, STATE = f"{PREFIX}/done", f"{PREFIX}/error", f"{PREFIX}/state"
 MADE = f"{PREFIX}/made"
+QUEUE = QUEUE_REPLY = f"{PREFIX}/queue"
 MODELS_REPLY = MODELS
 
-COMMANDS = ("ping", "separate", "generate", "vary", "cancel", "status", "models")
+COMMANDS = ("ping", "separate", "generate", "vary", "cancel", "status", "models", "queue")
 JOB_COMMANDS = ("separate", "generate", "vary")
 STATES = ("queued", "running", "done", "failed", "cancelled", "unknown")
 # What follows reply_port and request_id before the key/value pairs.
@@ -467,6 +468,22 @@ def accepted(request_id: str, position: int) -> Reply:
 
 def progress(request_id: str, fraction: float, stage: str) -> Reply:
     return PROGRESS, [request_id, float(fraction), stage or "working"]
+
+
+def queue(
+    request_id: str, running: bool, waiting: int, job: str, fraction: float, stage: str, yours_waiting: int
+) -> Reply:
+    """The queue at a glance: ``<running 0|1> <waiting> <your running job's id or ""> <fraction> <stage>
+    <your waiting jobs>``."""
+    return QUEUE_REPLY, [
+        request_id,
+        int(running),
+        int(waiting),
+        job,
+        float(fraction),
+        stage,
+        int(yours_waiting),
+    ]
 
 
 def made(request_id: str, made_by: Sequence[str]) -> Reply:
