@@ -112,9 +112,7 @@ def test_a_hit_writes_files_as_the_request_asks_identical_to_an_uncached_run(tmp
     hit = separate_file(song, other, engine=engine, cache=cache, progress=lambda f, s: seen.append((f, s)))
     assert engine.calls == 1 and (first.info["cached"], hit.info["cached"]) == (False, True)
     assert ("cache" in [s for _, s in seen]) and seen[-1][0] == 1.0
-    uncached = separate_file(
-        song, OutputOptions(tmp_path / "c", "aiff", 24, 11025), engine=SplitEngine()
-    )
+    uncached = separate_file(song, OutputOptions(tmp_path / "c", "aiff", 24, 11025), engine=SplitEngine())
     for a, b in zip(hit.outputs, uncached.outputs, strict=True):
         assert a.path.suffix == ".aif" and sf.info(str(a.path)).samplerate == 11025 == a.sample_rate
         assert a.path.read_bytes() == b.path.read_bytes()  # the same file as without a cache, byte for byte
