@@ -32,6 +32,15 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def _add_section_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--start", type=float, default=None, help="use the file from this many seconds in (a trimmed item)"
+    )
+    p.add_argument(
+        "--length", type=float, default=None, help="use this many seconds of it (default: to the end)"
+    )
+
+
 def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None:
     g = p.add_argument_group("engine and output")
     g.add_argument(
@@ -101,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stems", default=None, help="comma-separated stems to write (default: all the engine knows)"
     )
+    _add_section_options(p)
     d = p.add_argument_group("demucs")
     d.add_argument(
         "--segment", type=float, default=None, help="chunk length in seconds (default: the model's)"
@@ -130,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the other stems (or the mix) the part must fit; they start at bar 1",
     )
+    p.add_argument(
+        "--context-start",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="SECONDS",
+        help="where bar 1 is in each context file, one per --context file (default: at its start)",
+    )
     p.add_argument("--bpm", type=float, required=True, help="tempo in quarter notes per minute (20-400)")
     p.add_argument("--bars", type=float, required=True, help="length in bars (1-256)")
     p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
@@ -156,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bars", type=float, default=None, help="length in bars; with --bpm the result is exact")
     p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
+    _add_section_options(p)
     _add_job_options(p)
 
     p = command(
@@ -206,6 +225,14 @@ def _settings(args: argparse.Namespace) -> Any:
         threads=getattr(args, "threads", None),
         allow_download=getattr(args, "allow_download", None),
     )
+
+
+def _section(args: argparse.Namespace) -> Any:
+    from bridge.audio.section import Section
+
+    if args.start is None and args.length is None:
+        return None
+    return Section(args.start or 0.0, args.length)
 
 
 def _engine_options(settings: Any, **extra: Any) -> dict[str, Any]:
@@ -279,6 +306,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             model=args.model,
             models_dir=s.models_dir,
             engine_options=_engine_options(s, segment=args.segment, overlap=args.overlap, shifts=args.shifts),
+            section=_section(args),
             progress=bar,
         ),
     )
@@ -310,6 +338,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             models_dir=s.models_dir,
             engine_options=_engine_options(s),
             match_loudness=not args.no_loudness_match,
+            context_starts=args.context_start,
             progress=bar,
         ),
     )
@@ -338,6 +367,7 @@ def cmd_vary(args: argparse.Namespace) -> int:
             model=args.model,
             models_dir=s.models_dir,
             engine_options=_engine_options(s),
+            section=_section(args),
             progress=bar,
         ),
     )

@@ -155,6 +155,7 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     )
     q.add_argument("file", type=Path, help="the audio file")
     q.add_argument("--stems", default=None, help="comma-separated stems (default: all the engine knows)")
+    _add_section_options(q)
     q.add_argument("--segment", type=float, default=None, help="demucs: chunk length in seconds")
     q.add_argument("--overlap", type=float, default=None, help="demucs: chunk overlap, 0 to 0.99 (0.25)")
     q.add_argument("--shifts", type=int, default=None, help="demucs: shifted passes averaged, 0 to 20 (1)")
@@ -176,6 +177,14 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     q.add_argument("--seed", type=int, default=None, help="same seed, same result (default 0)")
     q.add_argument("--variations", type=int, default=None, help="how many takes (1-16, default 1)")
     q.add_argument("--no-loudness-match", action="store_true", help="keep the engine's level")
+    q.add_argument(
+        "--context-start",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="SECONDS",
+        help="bar 1 in each context",
+    )
     _add_output_options(q)
 
     q = op(
@@ -188,6 +197,7 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     q.add_argument("--bars", type=float, default=None, help="length in bars")
     q.add_argument("--time-signature", default=None, help="e.g. 4/4, 6/8 (default 4/4)")
     q.add_argument("--seed", type=int, default=None, help="same seed, same result (default 0)")
+    _add_section_options(q)
     _add_output_options(q)
 
     p = _parser(
@@ -202,6 +212,11 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     )
     p.add_argument("--json", action="store_true", help="print one JSON list")
     return {"serve": cmd_serve, "request": cmd_request, "discover": cmd_discover}
+
+
+def _add_section_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", type=float, default=None, help="use the file from this many seconds in")
+    p.add_argument("--length", type=float, default=None, help="use this many seconds of it")
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -300,7 +315,14 @@ def _job(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     """The positional argument and options of a job request, from the command line."""
     options = _output_options(args)
     if args.operation == "separate":
-        options.update(stems=args.stems, segment=args.segment, overlap=args.overlap, shifts=args.shifts)
+        options.update(
+            stems=args.stems,
+            start=args.start,
+            length=args.length,
+            segment=args.segment,
+            overlap=args.overlap,
+            shifts=args.shifts,
+        )
         return [_absolute(args.file)], options
     options.update(
         bpm=args.bpm, bars=args.bars, timesig=args.time_signature, seed=args.seed, variations=args.variations
@@ -308,11 +330,12 @@ def _job(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     if args.operation == "generate":
         options.update(
             context=[_absolute(p) for p in args.context],
+            context_start=args.context_start,
             prompt=args.prompt,
             loudness=0 if args.no_loudness_match else None,
         )
         return [args.stem], options
-    options["strength"] = args.strength
+    options.update(strength=args.strength, start=args.start, length=args.length)
     return [_absolute(args.file)], options
 
 

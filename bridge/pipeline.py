@@ -27,6 +27,7 @@ from bridge.audio import io as audio_io
 from bridge.audio.bwf import read_bext
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.post import finish, fit_length
+from bridge.audio.section import Section, cut
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.audio.writer import Publisher, Staged
@@ -173,8 +174,9 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-def _inherit_position(options: OutputOptions, path: Path) -> OutputOptions:
-    """Keep a WAV input's BWF time reference on its results, unless a position was asked for."""
+def _inherit_position(options: OutputOptions, path: Path, offset: float = 0.0) -> OutputOptions:
+    """Keep a WAV input's BWF time reference on its results (plus ``offset`` seconds, where the section used
+    starts in the file), unless a position was asked for."""
     if (
         options.position is not None
         or options.fmt != "wav"
@@ -185,7 +187,7 @@ def _inherit_position(options: OutputOptions, path: Path) -> OutputOptions:
     if not bext or not bext.get("time_reference"):
         return options
     rate = audio_io.probe_sample_rate(path)
-    return replace(options, position=int(bext["time_reference"]) / rate)
+    return replace(options, position=int(bext["time_reference"]) / rate + float(offset))
 
 
 def _finished(
@@ -247,10 +249,12 @@ def separate_file(
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
     cache: ResultCache | None = None,
+    section: Section | None = None,
 ) -> Result:
     """Split the audio file at ``path`` into stems written to ``options.out_dir``.
 
     Args:
+        section: separate only this part of the file (a trimmed DAW item); the stems are as long as it.
         on_publish: told the planned files right before they are published (see :data:`PublishHook`).
         cache: serve an identical separation of identical audio from here, skipping the engine (progress then
             reports the stage ``cache``, up to its final ``1.0``), and store new ones in it. The result's
@@ -262,9 +266,11 @@ def separate_file(
         raise InvalidArgument(f"no stems named; pick some of: {', '.join(eng.separate_stems)}")
     wanted = list(dict.fromkeys(s.strip().lower() for s in (stems or eng.separate_stems) if s.strip()))
     eng.require_stems("separate", wanted)
-    options = _inherit_position(options, Path(path))
+    section = section or Section()
+    options = _inherit_position(options, Path(path), section.start)
     digest = file_digest(Path(path)) if cache is not None else None
     audio, sample_rate = audio_io.read_audio(path)
+    audio = cut(audio, sample_rate, section, Path(path).name)
     report(0.02, "read")
     key = None
     if cache is not None and digest is not None and unchanged(Path(path), digest):
@@ -273,6 +279,7 @@ def separate_file(
             "device": eng.device,
             "stembridge": __version__,
             **eng.cache_settings(),
+            **({} if section.whole else section.key()),
         }
         key = separation_key(digest, engine=eng.name, model=eng.model_name, stems=wanted, settings=settings)
     shape = (audio.shape[0], audio.shape[-1])
@@ -320,17 +327,30 @@ def _separate(
     return stems_out
 
 
-def load_context(paths: Sequence[Path], sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def _context_starts(paths: Sequence[Path], starts: Sequence[float] | None) -> list[float]:
+    if not starts:
+        return [0.0] * len(paths)
+    if len(starts) != len(paths):
+        raise InvalidArgument(
+            f"got {len(starts)} context start(s) for {len(paths)} context file(s); give one per file, in order"
+        )
+    return [float(Section(start).start) for start in starts]
+
+
+def load_context(
+    paths: Sequence[Path], sample_rate: int | None = None, starts: Sequence[float] | None = None
+) -> tuple[np.ndarray, int]:
     """Read context files, resample to one rate (the first file's unless given), make them stereo and sum them.
 
-    All files start at bar 1; the mix is as long as the longest file.
+    Bar 1 is at each file's start, or ``starts[i]`` seconds into file ``i``; the mix is as long as the longest.
     """
     if not paths:
         raise InvalidArgument("no context files given; pass at least one with --context FILE")
     tracks = []
     rate = sample_rate
-    for p in paths:
+    for p, start in zip(paths, _context_starts(paths, starts), strict=True):
         audio, sr = audio_io.read_audio(p)
+        audio = cut(audio, sr, Section(start), Path(p).name)
         rate = rate or sr
         if sr != rate:
             audio = audio_io.resample(audio, sr, rate)
@@ -354,10 +374,12 @@ def generate_files(
     match_loudness: bool = True,
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
+    context_starts: Sequence[float] | None = None,
 ) -> Result:
     """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them.
 
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
+    ``context_starts``: where bar 1 is in each context file, in seconds (default: at its start).
     """
     report = Progress(progress)
     eng = _engine(engine, "generate", model, models_dir, engine_options)
@@ -368,8 +390,9 @@ def generate_files(
         f"{spec.bars} bars of {spec.time_signature} at {spec.bpm:g} bpm",
     )
     if context_paths:
-        options = _inherit_position(options, Path(context_paths[0]))
-        context, sample_rate = load_context(context_paths, options.sample_rate)
+        starts = _context_starts(context_paths, context_starts)
+        options = _inherit_position(options, Path(context_paths[0]), starts[0])
+        context, sample_rate = load_context(context_paths, options.sample_rate, starts)
         source = split_source(Path(context_paths[0]).stem)[0]
     else:
         context, sample_rate = None, options.sample_rate or DEFAULT_SAMPLE_RATE
@@ -429,8 +452,9 @@ def vary_file(
     engine_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
+    section: Section | None = None,
 ) -> Result:
-    """Make ``variations`` variations of the audio file at ``path``.
+    """Make ``variations`` variations of the audio file at ``path`` (or of ``section`` of it: a trimmed item).
 
     With both ``bpm`` and ``bars`` the results are exactly that many bars long; otherwise as long as the input.
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
@@ -443,8 +467,10 @@ def vary_file(
     eng = _engine(engine, "vary", model, models_dir, engine_options)
     if bpm is None and bars is None:
         bpm, bars = parse_tempo(Path(path).stem)  # our own results say their tempo in their names
-    options = _inherit_position(options, Path(path))
+    section = section or Section()
+    options = _inherit_position(options, Path(path), section.start)
     audio, sample_rate = audio_io.read_audio(path, options.sample_rate)
+    audio = cut(audio, sample_rate, section, Path(path).name)
     _check_render_length(audio.shape[-1] / sample_rate, int(variations), f"{variations} variations of {path}")
     report(0.03, "read")
     ts = time_signature or TimeSignature()

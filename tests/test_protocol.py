@@ -150,7 +150,7 @@ def test_separate_stems_repeat_or_comma_list(settings: Settings, wav: str) -> No
         (
             ["tempo", 120],
             "invalid_argument",
-            "unknown option 'tempo' for generate; use bars, bitdepth, bpm, context, engine",
+            "unknown option 'tempo' for generate; use bars, bitdepth, bpm, context, context_start, engine",
         ),
         (["bpm", 120, "bpm", 121], "invalid_argument", "option 'bpm' given twice"),
         (

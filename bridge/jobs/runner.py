@@ -8,8 +8,9 @@ they appear) and its separation cache.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from bridge.audio.section import Section
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import InvalidArgument
@@ -88,6 +89,7 @@ def run_job(
             Path(o["path"]),
             options,
             stems=o.get("stems"),
+            section=_section(o),
             cache=cache,
             engine=engine,
             model=model,
@@ -115,6 +117,7 @@ def run_job(
             models_dir=models_dir,
             engine_options=engine_options,
             match_loudness=bool(o.get("match_loudness", True)),
+            context_starts=o.get("context_start"),
             progress=progress,
             on_publish=publishing,
         )
@@ -128,6 +131,7 @@ def run_job(
             bpm=o.get("bpm"),
             bars=o.get("bars"),
             time_signature=TimeSignature.parse(o.get("time_signature", "4/4")),
+            section=_section(o),
             engine=engine,
             model=model,
             models_dir=models_dir,
@@ -138,3 +142,9 @@ def run_job(
     else:
         raise InvalidArgument(f"unknown job kind {spec.kind!r}; expected separate, generate or vary")
     return Outcome([str(out.path) for out in result.outputs], result.to_dict())
+
+
+def _section(options: dict[str, Any]) -> Section | None:
+    if options.get("start") is None and options.get("length") is None:
+        return None
+    return Section(float(options.get("start") or 0.0), options.get("length"))

@@ -46,7 +46,15 @@ _OUTPUT = {
     "position": "position",
 }
 FIELDS: dict[str, dict[str, str]] = {
-    "separate": {**_OUTPUT, "stems": "stems", "segment": "segment", "overlap": "overlap", "shifts": "shifts"},
+    "separate": {
+        **_OUTPUT,
+        "stems": "stems",
+        "start": "start",
+        "length": "length",
+        "segment": "segment",
+        "overlap": "overlap",
+        "shifts": "shifts",
+    },
     "generate": {
         **_OUTPUT,
         "stem": "stem",
@@ -60,6 +68,8 @@ FIELDS: dict[str, dict[str, str]] = {
     },
     "vary": {
         **_OUTPUT,
+        "start": "start",
+        "length": "length",
         "variations": "variations",
         "strength": "strength",
         "seed": "seed",

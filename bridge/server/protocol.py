@@ -189,12 +189,18 @@ _OUTPUT: dict[str, tuple[str, Converter]] = {
     "position": ("position", lambda v: as_float("position", v, 0.0, 1e7)),
 }
 _SEED = ("seed", lambda v: as_int("seed", v, 0, 2**63 - 1))
+# A section of the input file (a trimmed DAW item): seconds into the file, and how long.
+_SECTION = {
+    "start": ("start", lambda v: as_float("start", v, 0.0, 86_400.0)),
+    "length": ("length", lambda v: as_float("length", v, 0.001, 86_400.0)),
+}
 _VARIATIONS = ("variations", lambda v: as_int("variations", v, 1, 16))
 # For each job: protocol key -> (option name in the JobSpec, converter). ``out`` and the repeatable keys
 # (``context``, ``stems``) are handled apart.
 _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
     "separate": {
         **_OUTPUT,
+        **_SECTION,
         "segment": ("segment", lambda v: as_float("segment", v, 0.1, 600.0)),
         "overlap": ("overlap", lambda v: as_float("overlap", v, 0.0, 0.99)),
         "shifts": ("shifts", lambda v: as_int("shifts", v, 0, 20)),
@@ -211,6 +217,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
     },
     "vary": {
         **_OUTPUT,
+        **_SECTION,
         "variations": _VARIATIONS,
         "strength": ("strength", lambda v: as_float("strength", v, 0.0, 1.0)),
         "seed": _SEED,
@@ -219,7 +226,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "timesig": ("time_signature", _time_signature),
     },
 }
-_REPEATABLE = {"separate": ("stems",), "generate": ("context",)}
+_REPEATABLE = {"separate": ("stems",), "generate": ("context", "context_start")}
 _ALIASES = {
     "time_signature": "timesig",
     "timesignature": "timesig",
@@ -400,6 +407,12 @@ def pending_job(
         if stem not in GENERATE_STEMS:
             raise InvalidArgument(f"stem must be one of {', '.join(GENERATE_STEMS)}, got {stem!r}")
         inputs = [input_path("context", v, roots) for v in options.pop("context", [])]
+        starts = [as_float("context_start", v, 0.0, 86_400.0) for v in options.pop("context_start", [])]
+        if starts and len(starts) != len(inputs):
+            raise InvalidArgument(
+                f"got {len(starts)} context_start value(s) for {len(inputs)} context file(s); "
+                "give one per context, in the same order"
+            )
         spec.update(
             stem=stem,
             prompt="",
@@ -407,6 +420,7 @@ def pending_job(
             seed=0,
             variations=1,
             match_loudness=True,
+            context_start=starts or None,
         )
     else:
         inputs = [input_path("path", positional, roots)]
