@@ -57,9 +57,10 @@ def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None
         )
         g.add_argument(
             "--allow-download",
-            action="store_true",
+            action=argparse.BooleanOptionalAction,
             default=None,
-            help="let a missing model be downloaded (otherwise nothing touches the network)",
+            help="let a missing model be downloaded (default: no, nothing touches the network; or the "
+            "allow_download setting)",
         )
     g.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
     g.add_argument(
@@ -227,6 +228,16 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
+def _demucs_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--segment, --overlap and --shifts, range-checked whatever engine runs (as the daemon checks them)."""
+    checks = {"segment": (0.1, 600.0), "overlap": (0.0, 0.99), "shifts": (0, 20)}
+    for name, (low, high) in checks.items():
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
+            raise InvalidArgument(f"--{name} must be between {low:g} and {high:g}, got {value:g}")
+    return {name: getattr(args, name) for name in checks}
+
+
 def _section(args: argparse.Namespace) -> Any:
     from bridge.audio.section import Section
 
@@ -305,7 +316,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
-            engine_options=_engine_options(s, segment=args.segment, overlap=args.overlap, shifts=args.shifts),
+            engine_options=_engine_options(s, **_demucs_options(args)),
             section=_section(args),
             progress=bar,
         ),

@@ -73,7 +73,10 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     p.add_argument("--device", default=None, help="where models run: auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for models (default: one per core)")
     p.add_argument(
-        "--allow-download", action="store_true", default=None, help="let missing models be downloaded"
+        "--allow-download",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let missing models be downloaded (default: the allow_download setting, off)",
     )
     p.add_argument(
         "--model-memory-mb",

@@ -146,9 +146,9 @@ def _engine(
     return load_engine(engine, capability, model=model, models_dir=models_dir, **dict(engine_options or {}))
 
 
-def _notes(eng: Engine, info: dict[str, Any]) -> dict[str, Any]:
-    """``info`` with the engine's notes on this job (and on its loading) added to its ``warnings``."""
-    notes = [*eng.load_notes, *eng.warnings]
+def _notes(eng: Engine, info: dict[str, Any], job: bool = True) -> dict[str, Any]:
+    """``info`` with the engine's notes on its loading (and on this job) added to its ``warnings``."""
+    notes = [*eng.load_notes, *(eng.warnings if job else [])]
     if notes:
         info["warnings"] = [*info.get("warnings", []), *notes]
     return info
@@ -308,7 +308,9 @@ def separate_file(
         items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})", on_publish
     )
     report(1.0, "cache" if cached else "done")
-    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info) if not cached else info)
+    if cached:  # the engine did not run: only its loading notes hold
+        return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info, job=False))
+    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info))
 
 
 def _separate(

@@ -99,8 +99,10 @@ def test_daemon_separates_with_demucs_and_keeps_it_loaded(
     for path in first.paths:
         info = sf.info(path)
         assert (info.samplerate, info.frames, info.subtype) == (SR, sf.info(song).frames, "PCM_24")
-    # shifts 0 is another engine (its output differs); the third job reused the first one's
-    assert runner.engines.loads == 2 and len(runner.engines) == 2
+    # one model loaded for all three: shifts is set per job, and back to its default after
+    assert runner.engines.loads == 1 and len(runner.engines) == 1
+    [engine] = runner.engines._engines.values()
+    assert engine.cache_settings() == {"segment": None, "overlap": 0.25, "shifts": 1}
 
 
 def test_request_command_reports_engine_model_and_passes_demucs_options(
@@ -116,7 +118,7 @@ def test_request_command_reports_engine_model_and_passes_demucs_options(
     assert (payload["status"], payload["engine"], payload["model"]) == ("done", "demucs", "htdemucs")
     assert [o["stem"] for o in payload["outputs"]] == ["bass"]
     assert json.loads(capsys.readouterr().out)["engine"] == "demucs"
-    [(key, engine)] = list(runner.engines._engines.items())
+    [engine] = runner.engines._engines.values()
     assert engine.cache_settings() == {"segment": None, "overlap": 0.5, "shifts": 0}
 
 
@@ -230,7 +232,7 @@ def test_cli_options_the_engine_does_not_use_are_named(
     [
         ("--device", "gpu", "device in arguments must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
         ("--threads", "-1", "threads in arguments must be a whole number between 0 and 1024, got -1"),
-        ("--shifts", "21", "shifts must be a whole number between 0 and 20, got 21"),
+        ("--shifts", "21", "--shifts must be between 0 and 20, got 21"),
     ],
 )
 def test_cli_bad_engine_options_exit_2_with_one_line(
@@ -350,3 +352,63 @@ def test_separation_cache_key_depends_on_demucs_options(models_dir: Path) -> Non
     assert one.cache_settings() == {"segment": None, "overlap": 0.25, "shifts": 0}
     assert two.cache_settings()["overlap"] == 0.5 and one.cache_settings() != two.cache_settings()
     assert np.isfinite(one.model_bytes) and one.model_bytes > 0
+
+
+def test_warm_demucs_takes_run_options_per_job_without_reloading(models_dir: Path) -> None:
+    warm = WarmEngines(budget_bytes=10**10)
+    first = warm.get("demucs", "separate", None, models_dir, {"shifts": 0, "overlap": 0.5})
+    assert (first.options.shifts, first.options.overlap) == (0, 0.5)
+    again = warm.get("auto", "separate", "htdemucs", models_dir, {})  # the default model, named
+    assert again is first and warm.loads == 1
+    assert (again.options.shifts, again.options.overlap) == (1, 0.25)  # defaults restored
+    with pytest.raises(InvalidArgument, match="shifts must be a whole number between 0 and 20"):
+        warm.get("demucs", "separate", None, models_dir, {"shifts": 99})
+
+
+def test_auto_with_downloads_allowed_picks_the_engine_that_will_fetch(tmp_path: Path) -> None:
+    assert base.resolve_engine_name("auto", "separate", None, tmp_path, allow_download=True) == "demucs"
+    assert base.resolve_engine_name("auto", "generate", "musicgen-melody", tmp_path, True) == "musicgen"
+    with pytest.raises(ModelNotFound, match="no model 'nonesuch' here"):
+        base.resolve_engine_name("auto", "separate", "nonesuch", tmp_path, allow_download=True)
+    with pytest.raises(InvalidArgument, match="'htdemucs' is a demucs model for separate, not for generate"):
+        base.resolve_engine_name("auto", "generate", "htdemucs", tmp_path)
+
+
+def test_builtin_with_a_model_says_it_ignored_it() -> None:
+    engine = load_engine("builtin", "separate", model="htdemucs")
+    assert engine.model_name == "builtin"
+    assert engine.load_notes == ["the builtin engine has no models; --model htdemucs ignored"]
+
+
+def test_a_model_name_never_loads_a_file_from_the_current_folder(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon started in a folder holding checkpoints must not load them for a request naming them."""
+    import shutil
+
+    from bridge.server.protocol import _model
+
+    planted = tmp_path / "cwd"
+    shutil.copytree(models_dir / "htdemucs", planted)  # htdemucs.yaml + <sig>.th, and the tiny musicgen:
+    shutil.copytree(models_dir / "tiny", planted / "songs")
+    monkeypatch.chdir(planted)
+    th = next(planted.glob("*.th")).name
+    for name in (th, "htdemucs.yaml", "songs"):
+        with pytest.raises((ModelNotFound, InvalidArgument)):
+            load_engine(
+                "auto", "separate" if name != "songs" else "generate", model=name, models_dir=tmp_path
+            )
+    for name in (th, "x.yaml", "../x", "~/x", "C:x"):
+        with pytest.raises(InvalidArgument, match="model must be a model name"):
+            _model(name)
+    # as a path it is the user's explicit choice, from the command line
+    assert load_engine("demucs", "separate", model=f"./{th}").name == "demucs"
+
+
+def test_cli_checks_demucs_options_even_when_another_engine_runs(
+    tmp_path: Path, song: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["separate", str(song), "--engine", "builtin", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--overlap", "1.5"]) == 2
+    assert "--overlap must be between 0 and 0.99, got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -117,6 +117,9 @@ class Engine:
     default_model: ClassVar[str] = ""
     # Whether the engine runs on torch (the ``threads`` setting then applies to it).
     uses_torch: ClassVar[bool] = False
+    # Constructor options that only change how a job runs, not what is loaded: a warm engine takes them per job
+    # (:meth:`set_run_options`) instead of being loaded again for each value.
+    run_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: str | None = None, models_dir: Path | None = None, device: str | None = None):
         self.model = model
@@ -128,6 +131,13 @@ class Engine:
         self.load_notes: list[str] = []
         #: Bytes of the loaded weights: what keeping this instance in memory costs (0: nothing to speak of).
         self.model_bytes: int = 0
+
+    def set_run_options(self, **options: Any) -> None:
+        """Set :attr:`run_options` for the next jobs; ``None`` (or leaving one out) restores its default."""
+        if options:
+            raise InvalidArgument(
+                f"the {self.name} engine takes no per-job options, got {', '.join(options)}"
+            )
 
     def cache_settings(self) -> dict[str, Any]:
         """The options that change this engine's output, for keys of cached results (segment, shifts...)."""
@@ -213,6 +223,15 @@ ENGINES: dict[str, str] = {
     "audiocraft": "bridge.engines.musicgen.audiocraft_engine:AudiocraftEngine",
 }
 
+
+def model_is_path(text: str) -> bool:
+    """Whether a ``--model`` value is a path (it has a separator, starts with ``~`` or a drive letter) rather
+    than a name, which is only ever looked up in the models folder and the engines' caches, never in the
+    current folder: a daemon's request can then never make it load a file that happens to lie there."""
+    t = str(text).strip()
+    return "/" in t or "\\" in t or t.startswith("~") or (len(t) > 1 and t[1] == ":")
+
+
 # How to get an engine that does not import.
 INSTALL_HINTS: dict[str, str] = {
     "models": "install it with: pip install 'stembridge[models]'",
@@ -259,23 +278,36 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def resolve_engine_name(
-    name: str, capability: str, model: str | None = None, models_dir: Path | None = None
+    name: str,
+    capability: str,
+    model: str | None = None,
+    models_dir: Path | None = None,
+    allow_download: bool = False,
 ) -> str:
     """Turn ``"auto"`` into the best available engine for ``capability``; check other names exist.
 
     An engine is available for "auto" when it imports and the weights of ``model`` (or of its
-    ``default_model``) are on this machine (:meth:`Engine.model_status`); otherwise the next one is tried.
-    A model the user named that no engine with weights can run is an error, not a silent fallback.
+    ``default_model``) are on this machine (:meth:`Engine.model_status`), or may be downloaded
+    (``allow_download``, for a published model); otherwise the next one is tried. A model the user named that
+    no engine can run is an error, not a silent fallback to the built-in engine.
 
     Raises:
+        InvalidArgument: ``model`` is a catalogue model for another task (a separation model to generate).
         ModelNotFound: ``model`` was named and no engine for ``capability`` has its weights (the message says
-            where the first engine looked and how to fetch it).
+            where the first engine looked and how to fetch it), or it is no model stembridge knows.
+        EngineUnavailable: ``model`` was named and no engine that could run it is installed.
     """
     key = str(name or "auto").strip().lower()
     if key != "auto":
         engine_class(key)
         return key
     named = bool(model) and str(model).strip().lower() != "builtin"
+    known = _catalogued(str(model)) if named else None
+    if known is not None and capability not in known.tasks:
+        raise InvalidArgument(
+            f"{model!r} is a {known.engine} model for {'/'.join(known.tasks)}, not for {capability}; "
+            f"pick one of: {', '.join(_catalogue_names(capability))}"
+        )
     first_reason = ""
     for candidate in AUTO_ORDER.get(capability, ()):
         try:
@@ -287,16 +319,36 @@ def resolve_engine_name(
         if named and not cls.default_model:  # an engine without weights cannot run a named model
             break
         reason = cls.model_status(model or cls.default_model, models_dir)
-        if reason is None:
+        if reason is None or (allow_download and (not named or known is not None)):
             return candidate
         first_reason = first_reason or reason
-    if named:
+    if not named:
+        raise EngineUnavailable(f"no engine can {capability} on this machine")
+    if known is None and not model_is_path(str(model)):
+        where = f" nor a folder in {models_dir}" if models_dir is not None else ""
         raise ModelNotFound(
-            first_reason
-            or f"no installed engine can {capability} with the model {model!r}; "
-            "see `stembridge models` for what is installed"
+            f"no model {model!r} here: it is not one of stembridge's models "
+            f"({', '.join(_catalogue_names(capability))}){where}; see `stembridge models`"
         )
-    raise EngineUnavailable(f"no engine can {capability} on this machine")
+    if first_reason:
+        raise ModelNotFound(first_reason)
+    raise EngineUnavailable(
+        f"no installed engine can {capability} with the model {model!r}; "
+        "install them with: pip install 'stembridge[models]'"
+    )
+
+
+def _catalogued(model: str) -> Any:
+    """The catalogue entry named ``model``, or ``None`` (paths and folder names are not in it)."""
+    from bridge.catalog import load_catalog
+
+    return next((e for e in load_catalog() if e.name == model.strip()), None)
+
+
+def _catalogue_names(capability: str) -> list[str]:
+    from bridge.catalog import load_catalog
+
+    return [e.name for e in load_catalog() if capability in e.tasks and e.engine != "builtin"]
 
 
 # Options any engine may be given and silently not use; any other unused option is reported in ``load_notes``.
@@ -328,7 +380,9 @@ def load_engine(name: str, capability: str, **options: Any) -> Engine:
     ``threads`` applies to torch engines (:func:`set_threads`).
     """
     given = {k: v for k, v in options.items() if v is not None}
-    resolved = resolve_engine_name(name, capability, given.get("model"), given.get("models_dir"))
+    resolved = resolve_engine_name(
+        name, capability, given.get("model"), given.get("models_dir"), bool(given.get("allow_download"))
+    )
     cls = engine_class(resolved)
     if capability not in cls.capabilities:
         able = [n for n in engine_names() if capability in _capabilities_or_empty(n)]
@@ -340,12 +394,15 @@ def load_engine(name: str, capability: str, **options: Any) -> Engine:
     ignored = sorted(
         k for k in given if accepted is not None and k not in accepted and k not in _COMMON_OPTIONS
     )
+    notes = [f"the {resolved} engine does not use {', '.join(ignored)}; ignored"] if ignored else []
+    model = str(given.get("model") or "")
+    if model and not cls.default_model and model.strip().lower() != resolved:
+        notes.append(f"the {resolved} engine has no models; --model {model} ignored")
+        given.pop("model")
     if cls.uses_torch:
         set_threads(threads)
     engine = cls(**{k: v for k, v in given.items() if accepted is None or k in accepted})
-    engine.load_notes = (
-        [f"the {resolved} engine does not use {', '.join(ignored)}; ignored"] if ignored else []
-    )
+    engine.load_notes = notes
     return engine
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
-from bridge.engines.base import Engine, load_engine, resolve_engine_name
+from bridge.engines.base import Engine, engine_class, load_engine, resolve_engine_name
 
 log = logging.getLogger(__name__)
 
@@ -68,31 +68,68 @@ class WarmEngines:
 
         Raises what :func:`bridge.engines.base.load_engine` raises (a missing model, a bad option...).
         """
-        resolved = resolve_engine_name(name, capability, model, models_dir)
+        resolved = resolve_engine_name(
+            name, capability, model, models_dir, bool(options.get("allow_download"))
+        )
+        cls = engine_class(resolved)
+        per_job = {k: options.get(k) for k in cls.run_options}
+        load = {k: v for k, v in options.items() if k not in cls.run_options and v is not None}
         key: Key = (
             resolved,
-            model or "",
+            model or cls.default_model,
             str(models_dir or ""),
-            tuple(sorted((k, repr(v)) for k, v in options.items() if v is not None)),
+            tuple(sorted((k, repr(v)) for k, v in load.items())),
         )
         engine = self._engines.get(key)
-        if engine is not None and capability in engine.capabilities:
-            self._engines.move_to_end(key)
-            return engine
-        engine = load_engine(resolved, capability, model=model, models_dir=models_dir, **options)
+        if engine is None or capability not in engine.capabilities:
+            engine = self._load(key, resolved, capability, model, models_dir, load)
+        self._engines.move_to_end(key)
+        engine.set_run_options(**{k: v for k, v in per_job.items() if v is not None})
+        return engine
+
+    def _load(
+        self,
+        key: Key,
+        resolved: str,
+        capability: str,
+        model: str | None,
+        models_dir: Path | None,
+        options: Mapping[str, Any],
+    ) -> Engine:
+        try:
+            engine = load_engine(resolved, capability, model=model, models_dir=models_dir, **options)
+        except MemoryError:
+            engine = self._retry_alone(resolved, capability, model, models_dir, options)
+        except RuntimeError as exc:  # torch's out-of-memory errors are RuntimeErrors
+            if "out of memory" not in str(exc).lower():
+                raise
+            engine = self._retry_alone(resolved, capability, model, models_dir, options)
         self.loads += 1
         self._engines[key] = engine
-        self._engines.move_to_end(key)
         self._evict()
         log.info("loaded %s (%s), %.0f MiB warm", resolved, engine.model_name, self.bytes / MIB)
         return engine
+
+    def _retry_alone(
+        self,
+        resolved: str,
+        capability: str,
+        model: str | None,
+        models_dir: Path | None,
+        options: Mapping[str, Any],
+    ) -> Engine:
+        """Out of memory while others were warm: unload them all and load once more."""
+        log.warning(
+            "out of memory loading %s; unloading the %d warm model(s) and trying again", resolved, len(self)
+        )
+        self.clear()
+        return load_engine(resolved, capability, model=model, models_dir=models_dir, **options)
 
     def _evict(self) -> None:
         dropped = False
         while len(self._engines) > 1 and self.bytes > self.budget_bytes:
             key, engine = self._engines.popitem(last=False)
             log.info("unloading %s (%s) to stay within the model memory budget", key[0], engine.model_name)
-            del engine
             dropped = True
         if dropped:
             gc.collect()
@@ -103,3 +140,6 @@ class WarmEngines:
     def clear(self) -> None:
         self._engines.clear()
         gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -121,7 +121,12 @@ def _engine(value: Any) -> str:
 def _model(value: Any) -> str:
     """A model by name only: a path could point the daemon at any checkpoint, and loading one runs its code."""
     name = as_text("model", value).strip()
-    if not name or any(c in name for c in "/\\:") or name.startswith((".", "~")):
+    if (
+        not name
+        or any(c in name for c in "/\\:")
+        or name.startswith((".", "~"))
+        or name.lower().endswith((".th", ".yaml", ".yml", ".bin", ".pt", ".ckpt", ".safetensors"))
+    ):
         raise InvalidArgument(
             f"model must be a model name such as htdemucs or musicgen-small, got {describe(value)}; "
             "for a checkpoint of your own, put it in the daemon's models folder as <models-dir>/<name>/ "
@@ -182,7 +187,7 @@ def _bars(value: Any) -> int:
 Converter = Callable[[Any], Any]
 _OUTPUT: dict[str, tuple[str, Converter]] = {
     "engine": ("engine", _engine),
-    "model": ("model", lambda v: _model(v)),
+    "model": ("model", _model),
     "format": ("format", _format),
     "bitdepth": ("bit_depth", _bit_depth),
     "samplerate": ("sample_rate", lambda v: as_int("samplerate", v, 8000, 192000)),

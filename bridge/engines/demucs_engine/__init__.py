@@ -62,6 +62,7 @@ class DemucsEngine(Engine):
     separate_stems = ("drums", "bass", "other", "vocals")
     default_model = DEFAULT_MODEL
     uses_torch = True
+    run_options = ("segment", "overlap", "shifts")
     stem_hints = {"separate": " (guitar and piano need --model htdemucs_6s)"}
 
     def __init__(
@@ -79,16 +80,17 @@ class DemucsEngine(Engine):
         super().__init__(model, models_dir, device)
         from bridge.engines.demucs_engine import weights
 
-        overlap, shifts, workers = _check_overlap(overlap), _check_shifts(shifts), _check_workers(workers)
+        workers = _check_workers(workers)
         # Loading finds the weights first, so a missing model fails fast, before torch is imported.
         net, resolved = weights.load(model or DEFAULT_MODEL, models_dir, allow_download)
         from bridge.engines.demucs_engine import run
 
         self.device = run.pick_device(device)
-        segment = _check_segment(segment, run.max_segment(net))
+        self._longest = run.max_segment(net)
         self._net: Any = net.to(self.device)
         self._resolved = resolved
-        self.options = run.RunOptions(self.device, segment, overlap, shifts, workers=workers)
+        self.options = run.RunOptions(self.device, workers=workers)
+        self.set_run_options(segment=segment, overlap=overlap, shifts=shifts)
         self.sample_rate = int(net.samplerate)
         self.audio_channels = int(net.audio_channels)
         # The stems are the loaded model's (htdemucs_6s has six): an instance value over the class default.
@@ -105,6 +107,23 @@ class DemucsEngine(Engine):
     @classmethod
     def pull(cls, model: str, models_dir: Path | None = None) -> Path:
         return pull(model, models_dir)
+
+    def set_run_options(self, **options: Any) -> None:
+        """``segment``, ``overlap`` and ``shifts`` for the next jobs (``None`` or left out: the default); checked
+        here, so a bad value fails before any work."""
+        from dataclasses import replace
+
+        unknown = sorted(set(options) - set(self.run_options))
+        if unknown:
+            raise InvalidArgument(f"the demucs engine has no option {', '.join(unknown)}")
+        segment, overlap, shifts = (options.get(k) for k in self.run_options)
+
+        self.options = replace(
+            self.options,
+            segment=_check_segment(segment, self._longest),
+            overlap=_check_overlap(DEFAULT_OVERLAP if overlap is None else overlap),
+            shifts=_check_shifts(DEFAULT_SHIFTS if shifts is None else shifts),
+        )
 
     def cache_settings(self) -> dict[str, Any]:
         o = self.options

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.engines.base import model_is_path
 from bridge.errors import EngineUnavailable, InvalidArgument, ModelNotFound
 
 HF_NAMESPACE = "adefossez"
@@ -162,12 +163,8 @@ def _signatures(folder: Path) -> dict[str, Path]:
 
 
 def is_path(model: str) -> bool:
-    """Whether ``model`` names a file or folder rather than a model name."""
-    return (
-        any(ch in model for ch in ("/", "\\", os.sep))
-        or model.startswith(("~", "."))
-        or (model.endswith((".th", ".yaml")))
-    )
+    """Whether ``model`` names a file or folder (``./htdemucs.th``, ``~/m/``) rather than a model name."""
+    return model_is_path(model)
 
 
 # --- finding --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.engines.base import Progress, ProgressCallback
+from bridge.engines.base import Progress, ProgressCallback, model_is_path
 from bridge.engines.musicgen import loading
 from bridge.engines.musicgen.engine import MusicgenEngine
 from bridge.errors import ModelNotFound
@@ -42,7 +42,7 @@ if importlib.util.find_spec("audiocraft") is None:
 def _find(model: str | None, models_dir: Path | None) -> tuple[Path | None, list[str]]:
     """A folder holding audiocraft's ``state_dict.bin`` for ``model``, and the places looked."""
     text = (model or loading.DEFAULT_MODEL).strip()
-    if Path(text).expanduser().is_dir():
+    if model_is_path(text):
         folder = Path(text).expanduser()
         return (folder if loading.is_audiocraft_dir(folder) else None), [str(folder)]
     repo_id = loading.repo_id_for(text)

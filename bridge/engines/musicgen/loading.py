@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.engines.base import Progress, ProgressCallback
+from bridge.engines.base import Progress, ProgressCallback, model_is_path
 from bridge.errors import InvalidArgument, ModelNotFound
 
 DEFAULT_MODEL = "musicgen-small"
@@ -141,11 +141,7 @@ def is_audiocraft_dir(folder: Path) -> bool:
 
 
 def _looks_like_path(text: str) -> bool:
-    return (
-        text.startswith((".", "~", os.sep))
-        or (os.altsep is not None and os.altsep in text)
-        or (len(text) > 1 and text[1] == ":")
-    )
+    return model_is_path(text)
 
 
 def _folder_source(folder: Path, name: str, repo_id: str | None = None) -> ModelSource | None:
@@ -172,13 +168,13 @@ def find(
     if not text:
         raise InvalidArgument("model must be a name such as musicgen-small or a folder, got ''")
     as_path = Path(text).expanduser()
-    if as_path.is_dir():
+    if _looks_like_path(text):
+        if not as_path.is_dir():
+            return None, [str(as_path)]
         source = _folder_source(as_path, as_path.name)
         if source is None:
             raise _not_a_model(as_path)
         return source, [str(as_path)]
-    if _looks_like_path(text):
-        return None, [str(as_path)]
     repo_id = repo_id_for(text)
     name = repo_id.split("/")[-1] if repo_id else text
     looked: list[str] = []
