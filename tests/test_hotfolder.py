@@ -226,6 +226,51 @@ def test_a_half_copied_file_is_not_taken_and_fails_when_it_never_completes(tmp_p
     assert not list((folder.root / "separate").iterdir()) and not list((folder.root / "vary").iterdir())
 
 
+def test_a_half_copied_flac_or_mp3_is_not_taken(tmp_path: Path) -> None:
+    audio = song().T
+    for fmt in ("FLAC", "MP3"):
+        whole = tmp_path / f"whole.{fmt.lower()}"
+        sf.write(whole, audio, SR, format=fmt)
+        cut = tmp_path / f"cut.{fmt.lower()}"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+        assert audio_problem(whole) is None
+        assert "ends before its header says" in (audio_problem(cut) or ""), fmt
+
+
+def test_links_are_refused_and_their_targets_left_alone(tmp_path: Path) -> None:
+    folder, queue = hot(tmp_path, give_up=5.0)
+    project = tmp_path / "MyProject"
+    project.mkdir()
+    wav(project / "mix.wav", song())
+    (folder.root / "generate" / "proj__bass__120bpm__2bars").symlink_to(project, target_is_directory=True)
+    (folder.root / "separate" / "song.wav").symlink_to(project / "mix.wav")
+    for now in (0.0, 3.0, 6.0):
+        folder.tick(now)
+    assert queue.jobs == []
+    assert sorted(p.name for p in project.iterdir()) == ["mix.wav"]  # nothing moved out of the user's folder
+    notes = sorted((folder.root / "failed").glob("*.txt"))
+    assert notes and all("links are not taken" in n.read_text() for n in notes)
+
+
+def test_a_bare_name_sidecar_is_only_used_when_one_file_has_that_name(tmp_path: Path) -> None:
+    inbox = tmp_path / "vary"
+    inbox.mkdir()
+    for name in ("song.wav", "song.aiff", "solo.wav"):
+        (inbox / name).write_bytes(b"")
+    (inbox / "song.json").write_text('{"variations": 2}')
+    (inbox / "solo.json").write_text('{"variations": 4}')
+    sidecars = {d.path.name: d.request for d in list_drops(inbox, "vary")}
+    assert sidecars == {"solo.wav": inbox / "solo.json", "song.aiff": None, "song.wav": None}
+
+
+def test_sidecar_errors_use_the_json_field_names(tmp_path: Path) -> None:
+    drop = _drop(tmp_path, "separate", "song.wav", {"bit_depth": 12})
+    with pytest.raises(
+        InvalidArgument, match=r"song.wav.json: bit_depth must be a whole number between 16 and 32"
+    ):
+        job_for(drop, tmp_path / "o")
+
+
 def test_a_generate_folder_waits_for_its_request_and_hidden_and_temp_files_are_ignored(
     tmp_path: Path,
 ) -> None:

@@ -162,7 +162,7 @@ class HotFolder:
     ) -> None:
         self.root = prepare_folders(root)
         self.settle = float(settle)
-        self.interval = interval if interval is not None else min(0.5, max(0.02, self.settle / 4))
+        self.interval = interval if interval is not None else min(0.5, max(0.1, self.settle / 4))
         self.give_up = max(float(give_up), self.settle)
         self._queue = queue
         self._clock = clock
@@ -204,7 +204,12 @@ class HotFolder:
 
     def on_job_event(self, event: JobEvent) -> None:
         """The queue's listener calls this (on the worker thread) with every job event; quick and thread-safe."""
-        if event.kind in ("done", "error") and event.request_id.startswith(ID_PREFIX):
+        if not event.request_id.startswith(ID_PREFIX):
+            return
+        if event.kind == "made":  # which engine made a drop's files, and its notes: nobody watches a console
+            for note in event.made_by[2:]:
+                log.warning("hot folder: job %s (%s %s): %s", event.request_id, *event.made_by[:2], note)
+        elif event.kind in ("done", "error"):
             self._events.append(event)
             self._wake.set()
 

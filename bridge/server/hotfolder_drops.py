@@ -152,10 +152,16 @@ class Drop:
 
 
 def sidecar(path: Path, names: set[str]) -> Path | None:
-    """The JSON beside an audio file, if any: ``song.wav.json``, else ``song.json``."""
-    for candidate in (f"{path.name}.json", f"{path.stem}.json"):
-        if candidate in names:
-            return path.with_name(candidate)
+    """The JSON beside an audio file, if any: ``song.wav.json``, else ``song.json`` when no other audio file
+    in the inbox is called ``song`` (``song.wav`` and ``song.aiff`` cannot share one)."""
+    if f"{path.name}.json" in names:
+        return path.with_name(f"{path.name}.json")
+    if f"{path.stem}.json" in names:
+        namesakes = [
+            n for n in names if Path(n).stem == path.stem and n != f"{path.stem}.json" and not ignored(n)
+        ]
+        if namesakes == [path.name]:
+            return path.with_name(f"{path.stem}.json")
     return None
 
 
@@ -188,6 +194,17 @@ def list_drops(inbox: Path, kind: str) -> list[Drop]:
     for entry in entries:
         path = Path(entry.path)
         if ignored(entry.name) or path.suffix.lower() == ".json":
+            continue
+        if entry.is_symlink():  # moving a link's target would empty a folder of the user's elsewhere
+            drops.append(
+                Drop(
+                    kind,
+                    path,
+                    path.name,
+                    refusal=f"{path.name} is a link; links are not taken (the files they point to would be "
+                    "moved): copy the files in instead",
+                )
+            )
             continue
         if entry.is_dir():
             try:
@@ -233,6 +250,15 @@ def audio_problem(path: Path) -> str | None:
         return f"its header cannot be read ({str(exc).splitlines()[-1] if str(exc) else type(exc).__name__})"
     if info.frames <= 0:
         return "it holds no audio yet"
+    if head[:4] not in (b"RIFF", b"FORM"):
+        # FLAC, MP3, OGG: the header states a length the data may not reach yet; read the last frame
+        try:
+            with sf.SoundFile(str(path)) as f:
+                f.seek(max(0, info.frames - 1))
+                if len(f.read(1)) < 1:
+                    return "it ends before its header says (still being copied?)"
+        except (RuntimeError, OSError, ValueError):
+            return "it ends before its header says (still being copied?)"
     return None
 
 
@@ -348,13 +374,21 @@ def job_for(drop: Drop, out: Path) -> JobSpec:
     try:
         pending = protocol.pending_job(drop.kind, positional, options)
     except StembridgeError as exc:
-        raise type(exc)(f"{where}: {exc.message}") from None
+        raise type(exc)(f"{where}: {_json_names(exc.message, drop.kind)}") from None
     spec = {"out": str(out), **pending.options}
     if drop.kind == "generate":
         spec["context"] = [str(p) for p in drop.audio]
     else:
         spec["path"] = str(drop.audio[0])
     return JobSpec(drop.kind, spec)
+
+
+def _json_names(message: str, kind: str) -> str:
+    """A protocol message in the words of the JSON file: ``bitdepth must ...`` -> ``bit_depth must ...``."""
+    for field, key in FIELDS[kind].items():
+        if field != key and message.startswith(f"{key} "):
+            return field + message[len(key) :]
+    return message.replace("a value of OSC type", "a JSON value of type")
 
 
 def _missing_message(drop: Drop, missing: list[str]) -> str:
