@@ -4,19 +4,20 @@
 --
 -- Generates a stem that fits the time selection: bpm and time signature at the selection start, as many bars
 -- as the selection spans (rounded to whole bars), and, as context, the audio items of the selected tracks (all
--- tracks when none is selected) that overlap the selection. The daemon reads context files from their start as
--- bar 1, so only items whose source file starts at the selection start (playrate 1) can be sent as they are;
--- other overlapping items are listed as left out (glue or render them to a file that starts at the selection
--- start to include them). It asks for the stem, a prompt, the bars and the variations (a ReaImGui window when
--- ReaImGui is installed, else GetUserInputs); the selection and the context are read when the action starts. The
--- result goes on a new track below the last selected track, one item at the selection start; variations are
--- takes of that item, named with the seed that made them (each run picks a new seed).
+-- tracks when none is selected) that overlap the selection. Each context item is sent with `--context-start`,
+-- where the selection start falls in its file (take start offset + selection start - item position), so it may
+-- start anywhere before the selection start. Items that start after the selection start (the daemon would hear
+-- them early, from bar 1) or play at a rate other than 1 (their file is not at the project tempo) are listed as
+-- left out; glue or render them to include them. It asks for the stem, a prompt, the bars and the variations (a
+-- ReaImGui window when ReaImGui is installed, else GetUserInputs); the selection and the context are read when
+-- the action starts. The result goes on a new track below the last selected track, one item at the selection
+-- start; variations are takes of that item, named with the seed that made them (each run picks a new seed).
 
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
 local project, ui, request = sb.project, sb.ui, sb.request
 local TITLE = "Stembridge: Generate stem for time selection"
-local ALIGN = 0.002  -- seconds: how close a file's start must be to the selection start
+local ALIGN = 0.002  -- seconds: an item starting this close after the selection start counts as at it
 
 --- The tracks to take context from: the selected ones, else all.
 local function context_tracks()
@@ -28,9 +29,29 @@ local function context_tracks()
   return tracks
 end
 
---- Context files (the sources of items lined up with the selection start) and notes on the items left out.
+--- Why an overlapping item cannot be context, or nil and where the selection start is in its file (seconds).
+local function context_start(info, start)
+  if math.abs(info.playrate - 1) > 1e-6 then
+    return ("its playrate is %s, not 1, so its file is not at the project tempo"):format(
+      project.number(info.playrate))
+  end
+  if info.position > start + ALIGN then
+    return ("it starts at %.3f s, after the selection start (the context must play from bar 1)"):format(
+      info.position)
+  end
+  local at = info.section_start + (start - info.position)
+  if at < -ALIGN then return "its file starts after the selection start (a negative take start offset)" end
+  at = math.max(0, at)
+  if at >= info.file_length then
+    return ("its file ends before the selection start (%.3f s into a %.3f s file)"):format(at, info.file_length)
+  end
+  return nil, at
+end
+
+--- Context files with where bar 1 is in each (the items playing at the selection start) and notes on the items
+-- left out. An item is sent once per file and start.
 local function context(tracks, start, finish)
-  local files, seen, left_out = {}, {}, {}
+  local files, starts, seen, left_out = {}, {}, {}, {}
   for _, track in ipairs(tracks) do
     for i = 0, reaper.CountTrackMediaItems(track) - 1 do
       local item = reaper.GetTrackMediaItem(track, i)
@@ -39,25 +60,22 @@ local function context(tracks, start, finish)
       local muted = reaper.GetMediaItemInfo_Value(item, "B_MUTE") == 1
       if pos < finish and pos + len > start and not muted then
         local info, why = project.item_info(item)
-        if info then
-          local file_start = info.position - info.startoffs / info.playrate
-          if math.abs(info.playrate - 1) > 1e-6 then
-            why = "its playrate is not 1"
-          elseif math.abs(file_start - start) > ALIGN then
-            why = ("its file starts at %.3f s, not at the selection start"):format(file_start)
-          elseif not seen[info.file] then
-            seen[info.file] = true
-            files[#files + 1] = info.file
-          end
-        end
-        if why and not (info and seen[info.file]) then
+        local at
+        if info then why, at = context_start(info, start) end
+        if why then
           local _, track_name = reaper.GetSetMediaTrackInfo_String(track, "P_NAME", "", false)
           left_out[#left_out + 1] = ("%s on track %q: %s"):format(info and info.name or "an item", track_name, why)
+        else
+          local key = info.file .. "\0" .. project.number(at)
+          if not seen[key] then
+            seen[key] = true
+            files[#files + 1], starts[#starts + 1] = info.file, at
+          end
         end
       end
     end
   end
-  return files, left_out
+  return files, starts, left_out
 end
 
 local function last_selected_track()
@@ -75,7 +93,7 @@ local function main()
   local quarters = reaper.TimeMap2_timeToQN(0, finish) - reaper.TimeMap2_timeToQN(0, start)
   local bars = math.max(1, math.min(256, math.floor(quarters / quarters_per_bar + 0.5)))
   local tracks = context_tracks()
-  local files, left_out = context(tracks, start, finish)
+  local files, starts, left_out = context(tracks, start, finish)
 
   local function generate(values)
     local stem, prompt = values[1], values[2]
@@ -108,9 +126,11 @@ local function main()
       local value = request.setting(key)
       if value then args[#args + 1], args[#args + 2] = "--" .. key, value end
     end
-    if #files > 0 then
+    if #files > 0 then  -- one --context-start per --context file, in the same order
       args[#args + 1] = "--context"
       for _, file in ipairs(files) do args[#args + 1] = file end
+      args[#args + 1] = "--context-start"
+      for _, at in ipairs(starts) do args[#args + 1] = project.number(at) end
     end
     local end_qn = reaper.TimeMap2_timeToQN(0, start) + n_bars * quarters_per_bar
     local length = reaper.TimeMap2_QNToTime(0, end_qn) - start

@@ -5,7 +5,7 @@
 --   # Stembridge
 --   Four actions that talk to a running `stembridge serve` daemon on this machine:
 --   - **Stembridge: Separate selected items**: a folder track per item, one child track per stem, aligned
---     with the item (take offset and playrate kept).
+--     with the item (playing what it plays, at its playrate).
 --   - **Stembridge: Generate stem for time selection**: a new stem that fits the time selection and the
 --     selected tracks (or all tracks), on a new track; variations become takes.
 --   - **Stembridge: Vary selected item**: variations of an item, added as takes to flip between.
@@ -24,16 +24,28 @@
 -- @changelog
 --   First release: separate, generate, vary, status.
 
--- Separate the selected items into stems. The daemon separates each item's whole source file; every stem item
--- then gets the source item's position, length, take start offset, playrate and pitch, so trimmed, moved and
--- stretched items stay aligned with their stems.
+-- Separate the selected items into stems, each into a folder of stem tracks below its track. Which part of the
+-- source file is separated (project.lua's item_info says what the take plays):
+--   - the whole file, when the item plays at least half of it: every stem item then gets the source item's
+--     position, length, take start offset, playrate and pitch, so trimmed, moved and stretched items stay aligned
+--     with their stems, and a stem item can be extended later to show more of the song;
+--   - only the part the item plays (`--start` = start offset, `--length` = item length x playrate), when that is
+--     less than half of the file (a short item cut from a long recording): the job is shorter, the stems are
+--     exactly that long, and the stem items play them from their start (offset 0) at the item's playrate and
+--     pitch. A part that cannot be sent as a section (a negative start offset) uses the whole file.
 
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
 local project, ui = sb.project, sb.ui
 local TITLE = "Stembridge: Separate selected items"
+local SECTION_BELOW = 0.5  -- separate only the played part when it is less than this share of the file
 
-local function add_stems(info, result)
+--- Whether to separate only the part of the file the item plays (see the comment at the top).
+local function section_only(info)
+  return project.section_problem(info) == nil and info.section_length < SECTION_BELOW * info.file_length
+end
+
+local function add_stems(info, result, section)
   local outputs = project.sorted_outputs(result)
   if #outputs == 0 then return info.name .. ": the daemon returned no stems." end
   project.change("Stembridge: separate " .. info.name, function()
@@ -41,11 +53,13 @@ local function add_stems(info, result)
     local index = project.index_below(source_track)
     local folder = project.insert_track(index, info.name .. " - stems")
     reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
+    -- the stems play like the item: from the section's start, or from where the item starts in the whole file
+    local like = project.with_startoffs(info, section and 0 or info.section_start)
     local last
     for i, out in ipairs(outputs) do
       local stem = type(out.stem) == "string" and out.stem or project.basename(out.path)
       last = project.insert_track(index + i, stem)
-      project.add_item(last, out.path, info.position, info.length, stem, info)
+      project.add_item(last, out.path, info.position, info.length, stem, like)
     end
     -- the source track may close folders (depth < 0); the stems now sit below it, so they close them instead
     local closes = source_track and reaper.GetMediaTrackInfo_Value(source_track, "I_FOLDERDEPTH") or 0
@@ -63,7 +77,14 @@ local function main()
   local stems = sb.request.setting("stems")
   local steps = {}
   for _, info in ipairs(infos) do
+    local section = section_only(info)
     local args = { info.file }
+    if section then
+      for _, a in ipairs({ "--start", project.number(info.section_start),
+                           "--length", project.number(info.section_length) }) do
+        args[#args + 1] = a
+      end
+    end
     if stems then args[#args + 1], args[#args + 2] = "--stems", stems end
     for _, key in ipairs({ "engine", "out" }) do
       local value = sb.request.setting(key)
@@ -71,7 +92,7 @@ local function main()
     end
     steps[#steps + 1] = {
       op = "separate", args = args, label = "Separating " .. info.name,
-      on_done = function(result) return add_stems(info, result) end,
+      on_done = function(result) return add_stems(info, result, section) end,
     }
   end
   ui.run(TITLE, steps, function()

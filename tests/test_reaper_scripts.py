@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -152,14 +153,51 @@ def drums_file(tmp_path_factory: pytest.TempPathFactory, song: dict[str, np.ndar
 
 
 def item(path: Path, position: float, length: float, *, startoffs: float = 0.0, playrate: float = 1.0,
+         pitch: float = 0.0, section: tuple[float, float, bool] | None = None,
          selected: bool = False) -> dict[str, Any]:  # fmt: skip
-    """An item with one take of ``path``, named after the file as Reaper names it ("My Song.wav")."""
-    take = {"file": str(path), "startoffs": startoffs, "playrate": playrate, "name": path.name}
+    """An item with one take of ``path``, named after the file as Reaper names it ("My Song.wav"); with
+    ``section`` (offset, length, reversed) the take's source is that section of the file."""
+    take: dict[str, Any] = {
+        "file": str(path), "startoffs": startoffs, "playrate": playrate, "pitch": pitch, "name": path.name,
+    }  # fmt: skip
+    if section is not None:
+        take["section"] = list(section)
     return {"position": position, "length": length, "selected": selected, "takes": [take]}
 
 
 def frames(path: str) -> int:
     return int(sf.info(path).frames)
+
+
+def command_line(exec_entry: dict[str, Any]) -> list[str]:
+    """The ``stembridge request ...`` argv that an ExecProcess call ran (from the shell script it started)."""
+    assert exec_entry["script"], f"no script behind {exec_entry['cmd']}"
+    words = shlex.split(exec_entry["script"].splitlines()[0])
+    return words[: words.index(">")]
+
+
+def values(argv: list[str], option: str) -> list[str] | None:
+    """The values after ``option`` up to the next option, or None when it is not there."""
+    if option not in argv:
+        return None
+    rest = argv[argv.index(option) + 1 :]
+    end = next((i for i, word in enumerate(rest) if word.startswith("--")), len(rest))
+    return rest[:end]
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two equally long signals (1: the same up to gain)."""
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s of a sine gliding from 100 Hz to 3 kHz: every stretch of it differs from every other."""
+    t = np.arange(10 * SR) / SR
+    phase = 2 * np.pi * (100 * t + (3000 - 100) / (2 * 10) * t**2)
+    tone = (0.5 * np.sin(phase)).astype(np.float32)
+    return write_audio(tmp_path_factory.mktemp("audio") / "sweep.wav", np.stack([tone, tone]))
 
 
 # --- separate ---------------------------------------------------------------------------------------------------
@@ -203,6 +241,43 @@ def test_separate_puts_aligned_stems_in_a_folder_below_each_item(
 
 
 @needs_lua
+def test_separate_sends_only_a_short_part_of_a_long_file(
+    tmp_path: Path, daemon: DaemonThread, song_file: Path, song: dict[str, np.ndarray]
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    # 1.5 s of timeline at rate 1.5 plays 2.25 s of the 8 s song from 4 s in (bar 3): less than half, a section
+    short = item(song_file, 3.0, 1.5, startoffs=4.0, playrate=1.5, pitch=-2.0, selected=True)
+    # a section source of the file from 1 s in, played from 0.5 s into it for 6 s: most of it, the whole file
+    looped = item(song_file, 20.0, 6.0, startoffs=0.5, section=(1.0, 7.0, False), selected=True)
+    tracks = [{"name": "Short", "items": [short]}, {"name": "Long", "items": [looped]}]
+    out = reaper.run(SEPARATE, tracks=tracks, ext_state={"Stembridge": {"stems": "drums,bass"}})
+
+    assert out["messages"] == []
+    first, second = (command_line(e) for e in out["exec"])
+    assert (values(first, "--start"), values(first, "--length")) == (["4"], ["2.25"])
+    assert values(second, "--start") is None and values(second, "--length") is None
+    assert [t["name"] for t in out["tracks"]] == [
+        "Short", "My Song - stems", "drums", "bass", "Long", "My Song - stems", "drums", "bass",
+    ]  # fmt: skip
+    section = slice(4 * SR, round(6.25 * SR))
+    for track in out["tracks"][2:4]:
+        [stem_item] = track["items"]
+        assert (stem_item["position"], stem_item["length"]) == (3.0, 1.5)
+        [take] = stem_item["takes"]
+        # played from its start, at the item's rate and pitch
+        assert (take["startoffs"], take["playrate"], take["pitch"]) == (0, 1.5, -2.0)
+        assert frames(take["file"]) == round(2.25 * SR)  # exactly the part the item plays
+    bass, _ = sf.read(out["tracks"][3]["items"][0]["takes"][0]["file"], always_2d=True)
+    right, wrong = song["bass"][:, section], song["bass"][:, : section.stop - section.start]
+    assert correlation(bass.T, right) > 0.6 and abs(correlation(bass.T, wrong)) < 0.3  # bar 3, not bar 1
+    for track in out["tracks"][6:8]:
+        [take] = track["items"][0]["takes"]
+        assert (take["startoffs"], take["playrate"]) == (1.5, 1.0)  # 1 s of section + 0.5 s into it
+        assert frames(take["file"]) == frames(str(song_file))
+    assert reaper.leftovers() == []
+
+
+@needs_lua
 def test_separate_without_a_selected_audio_item_says_so(tmp_path: Path, daemon: DaemonThread) -> None:
     reaper = Reaper(tmp_path, daemon)
     midi = {"position": 0.0, "length": 2.0, "selected": True, "takes": [{"midi": True}]}
@@ -216,14 +291,18 @@ def test_separate_without_a_selected_audio_item_says_so(tmp_path: Path, daemon: 
 
 
 @needs_lua
-def test_generate_fills_the_time_selection_with_the_lined_up_context(
+def test_generate_fills_the_time_selection_with_the_context_playing_at_its_start(
     tmp_path: Path, daemon: DaemonThread, drums_file: Path, song_file: Path
 ) -> None:
     reaper = Reaper(tmp_path, daemon)
     start, bar = 4.0, 3 * 60 / 90  # 3/4 at 90 bpm: a bar lasts 2 s
-    tracks = [  # Drums' file starts at the selection start; Keys' starts earlier; Vox is not selected
+    tracks = [  # Vox is not selected; Late, Fast and Loop cannot be context
         {"name": "Drums", "selected": True, "items": [item(drums_file, start, 8.0)]},
-        {"name": "Keys", "selected": True, "items": [item(song_file, 2.0, 8.0)]},
+        {"name": "Keys", "selected": True, "items": [item(song_file, 2.0, 8.0)]},  # 2 s into its file
+        {"name": "Pad", "selected": True, "items": [item(song_file, 1.0, 6.0, startoffs=0.75)]},  # 3.75 s in
+        {"name": "Late", "selected": True, "items": [item(drums_file, start + 1.0, 4.0)]},  # a gap before it
+        {"name": "Fast", "selected": True, "items": [item(drums_file, 0.0, 8.0, playrate=2.0)]},
+        {"name": "Loop", "selected": True, "items": [item(drums_file, 0.0, 20.0, startoffs=5.0)]},  # 9 s in
         {"name": "Vox", "items": [item(song_file, start, 8.0)]},
         {"name": "Master bus"},
     ]
@@ -234,9 +313,14 @@ def test_generate_fills_the_time_selection_with_the_lined_up_context(
 
     [dialog] = out["inputs"]
     assert dialog["defaults"].split("\n") == ["bass", "", "4", "1"]  # 4 bars from the selection
-    [cmd] = [e["cmd"] for e in out["exec"]]
-    assert [t["name"] for t in out["tracks"]] == ["Drums", "Keys", "bass", "Vox", "Master bus"]
-    [new] = out["tracks"][2]["items"]
+    [job] = out["exec"]
+    argv = command_line(job)
+    assert values(argv, "--context") == [str(drums_file), str(song_file), str(song_file)]
+    assert values(argv, "--context-start") == ["0", "2", "3.75"]  # one per --context, in order
+    assert values(argv, "--position") == ["4"]
+    names = [t["name"] for t in out["tracks"]]
+    assert names == ["Drums", "Keys", "Pad", "Late", "Fast", "Loop", "bass", "Vox", "Master bus"]
+    [new] = out["tracks"][6]["items"]
     assert new["position"] == start and new["length"] == pytest.approx(4 * bar)
     assert len(new["takes"]) == 2 and new["active_take"] == 1
     for k, take in enumerate(new["takes"], 1):
@@ -245,11 +329,16 @@ def test_generate_fills_the_time_selection_with_the_lined_up_context(
         assert frames(take["file"]) == round(4 * bar * SR)  # exactly the four bars
         assert sf.info(take["file"]).samplerate == SR
     [note] = out["messages"]
-    assert 'My Song on track "Keys": its file starts at 2.000 s, not at the selection start' in note["text"]
-    assert "Vox" not in note["text"]
+    assert note["text"].splitlines() == [
+        "Generated without these overlapping items as context:",
+        'drums on track "Late": it starts at 5.000 s, after the selection start (the context must play from '
+        "bar 1)",
+        'drums on track "Fast": its playrate is 2, not 1, so its file is not at the project tempo',
+        'drums on track "Loop": its file ends before the selection start (9.000 s into a 8.000 s file)',
+    ]
     assert out["undo"] == ["Stembridge: generate bass"]
     assert out["ext"]["Stembridge/last_prompt"] == "dark and sparse"
-    assert cmd.startswith("/bin/sh ")
+    assert job["cmd"].startswith("/bin/sh ")
 
 
 @needs_lua
@@ -294,19 +383,89 @@ def test_vary_adds_the_variations_as_takes_in_place(
     tmp_path: Path, daemon: DaemonThread, drums_file: Path
 ) -> None:
     reaper = Reaper(tmp_path, daemon)
-    loop = item(drums_file, 10.0, 3.0, startoffs=0.5, playrate=2.0, selected=True)
+    loop = item(drums_file, 10.0, 3.0, startoffs=0.5, playrate=2.0, selected=True)  # 6 s of the file
     out = reaper.run(VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["3", "0.4"]])
 
     assert out["messages"] == []
+    argv = command_line(out["exec"][0])
+    assert [values(argv, o) for o in ("--start", "--length", "--bpm")] == [["0.5"], ["6"], ["60"]]
+    assert values(argv, "--bars") is None  # 1.5 bars at 60 bpm: not whole
     [varied] = out["tracks"][0]["items"]
     assert (varied["position"], varied["length"]) == (10.0, 3.0)
     assert len(varied["takes"]) == 4 and varied["active_take"] == 2  # the original, then v1 (active), v2, v3
     assert varied["takes"][0]["file"] == str(drums_file)
     for k, take in enumerate(varied["takes"][1:], 1):
-        assert (take["startoffs"], take["playrate"], take["name"]) == (0.5, 2.0, f"drums v{k}")
-        assert frames(take["file"]) == frames(str(drums_file))
+        assert (take["startoffs"], take["playrate"], take["name"]) == (0, 2.0, f"drums v{k}")
+        assert frames(take["file"]) == 6 * SR  # the part the item plays, not the 8 s file
         assert "__60bpm__" in Path(take["file"]).name  # 120 bpm played at twice the rate: the file is at 60
     assert out["undo"] == ["Stembridge: vary drums"]
+
+
+@needs_lua
+@pytest.mark.parametrize(
+    ("startoffs", "length", "playrate", "bpm", "bars"),
+    [
+        (3.0, 4.0, 1.0, "120", "2"),  # 4 s of the file: two bars at 120
+        (2.5, 2.0, 2.0, "60", "1"),  # 4 s of the file at half the tempo: one bar at 60
+        (1.0, 3.3, 1.0, "120", None),  # 1.65 bars: no --bars, as long as the section
+    ],
+)
+def test_vary_varies_the_part_the_item_plays(
+    tmp_path: Path, daemon: DaemonThread, sweep_file: Path,
+    startoffs: float, length: float, playrate: float, bpm: str, bars: str | None,
+) -> None:  # fmt: skip
+    reaper = Reaper(tmp_path, daemon)
+    trimmed = item(sweep_file, 6.0, length, startoffs=startoffs, playrate=playrate, pitch=1.5, selected=True)
+    out = reaper.run(VARY, tracks=[{"name": "Lead", "items": [trimmed]}], inputs=[["1", "0"]])  # unchanged
+
+    assert out["messages"] == []
+    argv = command_line(out["exec"][0])
+    section = length * playrate
+    assert values(argv, "--start") == [f"{startoffs:g}"] and values(argv, "--length") == [f"{section:g}"]
+    assert values(argv, "--bpm") == [bpm]
+    assert values(argv, "--bars") == (None if bars is None else [bars])
+    [varied] = out["tracks"][0]["items"]
+    assert (varied["position"], varied["length"]) == (6.0, length)
+    original, take = varied["takes"]
+    assert (original["startoffs"], original["file"]) == (startoffs, str(sweep_file))
+    assert (take["startoffs"], take["playrate"], take["pitch"]) == (0, playrate, 1.5)
+    assert frames(take["file"]) == round(section * SR)
+    varied_audio, _ = sf.read(take["file"], always_2d=True)
+    source, _ = sf.read(str(sweep_file), always_2d=True)
+    first = round(startoffs * SR)
+    right = source[first : first + len(varied_audio)]
+    wrong = source[: len(varied_audio)]
+    assert correlation(varied_audio, right) > 0.99 > 0.2 > abs(correlation(varied_audio, wrong))
+
+
+@needs_lua
+def test_vary_follows_a_section_source_and_skips_what_it_cannot_send(
+    tmp_path: Path, daemon: DaemonThread, sweep_file: Path
+) -> None:
+    reaper = Reaper(tmp_path, daemon)
+    tracks = [{"name": "Lead", "items": [
+        item(sweep_file, 0.0, 2.0, startoffs=0.5, section=(2.0, 6.0, False), selected=True),  # 2.5 s in
+        item(sweep_file, 4.0, 2.0, startoffs=-1.0, selected=True),
+        item(sweep_file, 8.0, 2.0, section=(0.0, 10.0, True), selected=True),
+    ]}]  # fmt: skip
+    out = reaper.run(VARY, tracks=tracks, inputs=[["1", "0"]])
+
+    [job] = out["exec"]
+    argv = command_line(job)
+    assert [values(argv, o) for o in ("--start", "--length", "--bars")] == [["2.5"], ["2"], ["1"]]
+    first, second, third = out["tracks"][0]["items"]
+    [_, take] = first["takes"]
+    assert take["startoffs"] == 0 and frames(take["file"]) == 2 * SR
+    varied_audio, _ = sf.read(take["file"], always_2d=True)
+    source, _ = sf.read(str(sweep_file), always_2d=True)
+    assert correlation(varied_audio, source[round(2.5 * SR) : round(4.5 * SR)]) > 0.99
+    assert len(second["takes"]) == 1 and len(third["takes"]) == 1
+    [note] = out["messages"]
+    assert note["text"].splitlines() == [
+        "item 3 is skipped: it plays its file reversed (glue it first: Item > Glue items)",
+        "sweep is skipped: its take starts 1.000 s before its file (a negative start offset); trim the item's "
+        "start to the file, or glue it",
+    ]
 
 
 @needs_lua
@@ -404,8 +563,9 @@ def test_cancel_stops_the_job_and_adds_nothing(
 ) -> None:
     reaper = Reaper(tmp_path, daemon)
     tracks = [{"name": "Drums", "selected": True, "items": [item(drums_file, 0.0, 8.0)]}]
+    when: dict[str, Any] = {how: "render"}
     out = reaper.run(
-        GENERATE, tracks=tracks, time_selection=[0.0, 64.0], inputs=[["pad", "", "32", "8"]], **{how: "render"}
+        GENERATE, tracks=tracks, time_selection=[0.0, 64.0], inputs=[["pad", "", "32", "8"]], **when
     )  # fmt: skip
     if how == "click_cancel_when":
         assert out["gfx"]["clicked"] and "cancelling..." in out["drawn"] and out["gfx"]["quits"] == 1

@@ -23,18 +23,31 @@ end
 
 --- What a request needs to know about an item's active take, or nil and why the item cannot be used.
 -- The source file is the whole file the take plays from; the take shows the part from `startoffs` seconds into
--- it, `playrate` times as fast, for `length` seconds of timeline from `position`.
+-- its source, `playrate` times as fast, for `length` seconds of timeline from `position`. A take whose source is a
+-- section of its file ("Loop section of audio item source") starts `source_offset` seconds into the file; a
+-- reversed take is refused, since its file plays backwards. `section_start` and `section_length` are the part of
+-- the file the item plays (file seconds: what `--start` and `--length` take); `file_length` is the file's length.
 function project.item_info(item)
   local take = reaper.GetActiveTake(item)
   if not take then return nil, "it is empty" end
   if reaper.TakeIsMIDI(take) then return nil, "it is MIDI, not audio" end
   local source = reaper.GetMediaItemTake_Source(take)
   local file = source and reaper.GetMediaSourceFileName(source, "") or ""
-  local parent = source and file == "" and reaper.GetMediaSourceParent(source)
-  if parent then file = reaper.GetMediaSourceFileName(parent, "") or "" end  -- a section or reversed source
+  local parent = source and reaper.GetMediaSourceParent(source)
+  local source_offset = 0
+  if parent then  -- a section or reversed source: the file is its parent's
+    file = reaper.GetMediaSourceFileName(parent, "") or ""
+    if reaper.APIExists("PCM_Source_GetSectionInfo") then
+      local is_section, offset, _, reversed = reaper.PCM_Source_GetSectionInfo(source)
+      if is_section and reversed then
+        return nil, "it plays its file reversed (glue it first: Item > Glue items)"
+      end
+      if is_section then source_offset = offset end
+    end
+  end
   if file == "" then return nil, "its take has no audio file" end
   local _, take_name = reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", "", false)
-  return {
+  local info = {
     item = item, take = take, track = reaper.GetMediaItem_Track(item), file = file,
     name = project.display_name((take_name and take_name ~= "") and take_name or project.basename(file)),
     position = reaper.GetMediaItemInfo_Value(item, "D_POSITION"),
@@ -43,7 +56,32 @@ function project.item_info(item)
     playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE"),
     pitch = reaper.GetMediaItemTakeInfo_Value(take, "D_PITCH"),
     preserve_pitch = reaper.GetMediaItemTakeInfo_Value(take, "B_PPITCH"),
+    source_offset = source_offset,
+    file_length = (reaper.GetMediaSourceLength(parent or source)),
   }
+  info.section_start = source_offset + info.startoffs
+  info.section_length = info.length * info.playrate
+  return info
+end
+
+--- Why the part of its file an item plays cannot be sent as `--start`/`--length`, or nil when it can.
+function project.section_problem(info)
+  if info.section_start < 0 then
+    return ("its take starts %.3f s before its file (a negative start offset); trim the item's start to the "
+      .. "file, or glue it"):format(-info.section_start)
+  end
+  if info.section_start >= info.file_length then
+    return ("it plays from %.3f s into its file, past the file's end (%.3f s)"):format(
+      info.section_start, info.file_length)
+  end
+end
+
+--- A copy of `info` (an item_info) with another take start offset, for takes that play a different file.
+function project.with_startoffs(info, startoffs)
+  local copy = {}
+  for k, v in pairs(info) do copy[k] = v end
+  copy.startoffs = startoffs
+  return copy
 end
 
 --- The selected items that can be used, and a line for each that cannot.

@@ -25,6 +25,30 @@ local function sleep(seconds)
   os.execute(("sleep %.3f"):format(seconds))
 end
 
+--- The length in seconds of a WAV file (PCM or float, RIFF chunks), as GetMediaSourceLength reports it.
+function stub.wav_seconds(path)
+  local fh = assert(io.open(path, "rb"), "stub: GetMediaSourceLength: cannot open " .. tostring(path))
+  local head = fh:read(12)
+  assert(head and head:sub(1, 4) == "RIFF" and head:sub(9, 12) == "WAVE", "stub: not a WAV file: " .. path)
+  local rate, align
+  while true do
+    local chunk = fh:read(8)
+    assert(chunk and #chunk == 8, "stub: no data chunk in " .. path)
+    local id, size = chunk:sub(1, 4), string.unpack("<I4", chunk, 5)
+    if id == "fmt " then
+      local fmt = fh:read(size)
+      rate, align = string.unpack("<I4", fmt, 5), string.unpack("<I2", fmt, 13)
+      if size % 2 == 1 then fh:read(1) end
+    elseif id == "data" then
+      fh:close()
+      assert(rate and align, "stub: data before fmt in " .. path)
+      return (size // align) / rate
+    else
+      fh:seek("cur", size + size % 2)
+    end
+  end
+end
+
 function stub.install(scenario)
   local state = {
     scenario = scenario, tracks = {}, messages = {}, inputs = {}, exec = {}, undo = {}, commands = {},
@@ -87,7 +111,11 @@ function stub.install(scenario)
         local take = new_take(item)
         take.name, take.startoffs, take.playrate = tspec.name or "", tspec.startoffs or 0, tspec.playrate or 1
         take.midi = tspec.midi or false
+        take.pitch = tspec.pitch or 0
         if tspec.file then take.source = { kind = "PCM_source*", file = tspec.file } end
+        if tspec.section then  -- {offset, length, reversed}: a section source, whose parent is the file
+          take.source = { kind = "PCM_source*", file = "", parent = take.source, section = tspec.section }
+        end
       end
     end
   end
@@ -172,6 +200,15 @@ function stub.install(scenario)
   function r.PCM_Source_CreateFromFile(path) return { kind = "PCM_source*", file = path } end
   function r.GetMediaSourceFileName(source, _) return source.file or "" end
   function r.GetMediaSourceParent(source) return source.parent end
+  function r.PCM_Source_GetSectionInfo(source)
+    local section = source.section
+    if not section then return false, 0.0, 0.0, false end
+    return true, section[1] + 0.0, section[2] + 0.0, section[3] or false
+  end
+  function r.GetMediaSourceLength(source)
+    if source.section then return source.section[2] + 0.0, false end
+    return stub.wav_seconds(source.file), false
+  end
   function r.ValidatePtr2(_, ptr, kind)
     if type(ptr) ~= "table" or ptr.kind ~= kind then return false end
     if kind == "MediaTrack*" then
@@ -228,7 +265,10 @@ function stub.install(scenario)
     return true, table.concat(answer, sep)
   end
   function r.ExecProcess(cmd, timeout)
-    table.insert(state.exec, { cmd = cmd, timeout = timeout })
+    local script = cmd:match("^/bin/sh (%S+)$")  -- what the scripts start: keep the command line it runs
+    local fh = script and io.open(script, "r")
+    table.insert(state.exec, { cmd = cmd, timeout = timeout, script = fh and fh:read("a") or false })
+    if fh then fh:close() end
     if timeout == -1 or timeout == -2 then
       os.execute(cmd .. " >/dev/null 2>&1 &")
       return ""
