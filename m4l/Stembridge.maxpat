@@ -1184,6 +1184,7 @@
 			},
 			{
 				"box": {
+					"fontsize": 9.0,
 					"id": "obj-44",
 					"maxclass": "comment",
 					"numinlets": 1,
@@ -1191,14 +1192,14 @@
 					"patching_rect": [
 						120.0,
 						660.0,
-						100.0,
+						200.0,
 						20.0
 					],
 					"presentation": 1,
 					"presentation_rect": [
 						262.0,
 						106.0,
-						100.0,
+						204.0,
 						14.0
 					],
 					"text": ""
@@ -1252,9 +1253,9 @@
 					],
 					"presentation": 1,
 					"presentation_rect": [
-						366.0,
+						470.0,
 						106.0,
-						100.0,
+						94.0,
 						14.0
 					],
 					"text": ""

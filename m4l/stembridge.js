@@ -52,6 +52,7 @@ var state = {
     lastPingId: "",
     lastPingAt: 0,
     lastPongAt: 0,
+    lastQueueId: "",
     engines: [],
     jobs: {},
     current: "",
@@ -182,6 +183,18 @@ function askModels() {
     sendOsc(core.buildRequest({ kind: "models", replyPort: state.replyPort, id: nextId(), token: settings.token }));
 }
 
+/** Ask how busy the daemon is (shown on the queue line while the device has no job of its own). */
+function askQueue() {
+    state.lastQueueId = nextId();
+    sendOsc(core.buildRequest({ kind: "queue", replyPort: state.replyPort, id: state.lastQueueId, token: settings.token }));
+}
+
+/** Whether the device's last job is still going (its queue line is then the job's). */
+function busyWithJob() {
+    var job = state.jobs[state.current];
+    return !!job && !job.finished;
+}
+
 // --- Live state ---------------------------------------------------------------------------------------
 
 function readSong() {
@@ -204,8 +217,45 @@ function liveVersion() {
     };
 }
 
+/** A number property that older Lives may lack (NaN then, rather than an error). */
+function optionalNumber(api, property) {
+    try {
+        return core.atomNumber(api.get(property)); // NaN for the empty answer to an unknown property
+    } catch (err) {
+        return NaN;
+    }
+}
+
+/** What an audio clip plays of its file: its markers (beats if warped, seconds if not: see fileSection in
+ * stembridge_core.js), warp markers, the file's length, and from them `section`. `info` holds arrangement,
+ * startBeats and lengthBeats (a Session clip's length in beats means nothing when it is unwarped: it is set
+ * here from the seconds it plays). */
+function readClipFile(clip, info, tempo) {
+    info.path = core.atomText(clip.get("file_path"));
+    info.warping = core.atomNumber(clip.get("warping")) === 1;
+    info.looping = core.atomNumber(clip.get("looping")) === 1;
+    info.startMarker = core.atomNumber(clip.get("start_marker"));
+    info.endMarker = core.atomNumber(clip.get("end_marker"));
+    info.loopStart = core.atomNumber(clip.get("loop_start"));
+    info.loopEnd = core.atomNumber(clip.get("loop_end"));
+    info.warpMarkers = [];
+    if (info.warping) {
+        try {
+            info.warpMarkers = core.parseWarpMarkers(clip.get("warp_markers")); // Live 11 and later
+        } catch (err) {
+            info.warpMarkers = [];
+        }
+    }
+    info.fileSeconds = optionalNumber(clip, "sample_length") / optionalNumber(clip, "sample_rate");
+    info.section = core.fileSection(info, tempo);
+    if (!info.arrangement && !info.warping && info.section.exact) {
+        info.lengthBeats = info.section.length * tempo / 60.0;
+    }
+    return info;
+}
+
 /** The clip shown in Live's detail view, as the device needs it, or {problem} in plain words. */
-function readSelectedClip() {
+function readSelectedClip(song) {
     var clip = new LiveAPI("live_set view detail_clip");
     if (!clip.id || Number(clip.id) === 0) {
         return { problem: "Select an audio clip first (click it so it shows in Live's clip view)." };
@@ -219,11 +269,7 @@ function readSelectedClip() {
     }
     var info = {
         id: Number(clip.id),
-        path: core.atomText(clip.get("file_path")),
         name: core.atomText(clip.get("name")),
-        warping: core.atomNumber(clip.get("warping")) === 1,
-        startMarker: core.atomNumber(clip.get("start_marker")),
-        endMarker: core.atomNumber(clip.get("end_marker")),
         track: place.track,
         slot: place.slot,
         arrangement: place.arrangement
@@ -235,14 +281,16 @@ function readSelectedClip() {
         info.startBeats = 0; // a Session clip has no place on the timeline; its files start at 0 s
         info.lengthBeats = core.atomNumber(clip.get("length"));
     }
-    return info;
+    return readClipFile(clip, info, song.tempo);
 }
 
-/** The audio clips that start where the Arrangement loop brace starts (context files start at bar 1). */
+/** The audio clips playing where the Arrangement loop brace starts, each with where that is in its file
+ * (`context_start`: bar 1 of the range). A clip that starts later, or one that plays its file stretched from a
+ * point inside it, is left out (`skipped`). */
 function readRange(song) {
     var live = new LiveAPI("live_set");
     var count = live.getcount("tracks");
-    var found = { context: [], skipped: [], lastTrack: -1, lastTrackId: 0 };
+    var found = { context: [], contextStart: [], skipped: [], lastTrack: -1, lastTrackId: 0 };
     var t, c;
     for (t = 0; t < count; t++) {
         var track = new LiveAPI("live_set tracks " + t);
@@ -257,8 +305,11 @@ function readRange(song) {
             if (end <= song.loopStart + BEAT_EPSILON || start >= song.loopStart + song.loopLength - BEAT_EPSILON) {
                 continue;
             }
-            if (Math.abs(start - song.loopStart) < 1e-3 && core.atomNumber(clip.get("start_marker")) === 0) {
-                found.context.push(core.atomText(clip.get("file_path")));
+            var info = readClipFile(clip, { arrangement: true, startBeats: start, lengthBeats: end - start }, song.tempo);
+            var from = core.contextStart(info, info.section, song.loopStart, song.tempo);
+            if (from !== null) {
+                found.context.push(info.path);
+                found.contextStart.push(from);
                 found.lastTrack = t;
                 found.lastTrackId = Number(track.id);
             } else {
@@ -289,13 +340,14 @@ function refreshClip() {
         setBars(r.bars);
         return;
     }
-    var clip = readSelectedClip();
+    var clip = readSelectedClip(song);
     if (clip.problem) {
         ui("clip", "set", clip.problem);
         return;
     }
     var t = core.timing(song, clip);
-    ui("clip", "set", core.baseName(clip.path) + ": " + t.bars + (t.exact ? "" : " (rounded)") + " bars at " +
+    var part = clip.section.exact && !clip.section.whole ? " from " + Math.round(clip.section.start * 1000) / 1000 + " s in" : "";
+    ui("clip", "set", core.baseName(clip.path) + part + ": " + t.bars + (t.exact ? "" : " (rounded)") + " bars at " +
         song.tempo + " bpm, " + t.timesig + (clip.arrangement ? ", at " + core.secondsText(t.positionSeconds) + " s" : ""));
     setBars(t.bars);
 }
@@ -311,14 +363,14 @@ function separate(value) {
     if (value === 0) {
         return; // the button's release
     }
-    var clip = readSelectedClip();
+    var song = readSong();
+    var clip = readSelectedClip(song);
     if (clip.problem) {
         return showError(clip.problem);
     }
-    var song = readSong();
     var t = core.timing(song, clip);
-    warnAbout(clip);
-    start({ kind: "separate", path: clip.path, positionSeconds: t.positionSeconds },
+    warnAbout(clip, "separate");
+    start({ kind: "separate", path: clip.path, section: exactSection(clip), positionSeconds: t.positionSeconds },
         { kind: "separate", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, anchorId: clip.id });
 }
 
@@ -327,7 +379,7 @@ function generate(value) {
         return;
     }
     var song = readSong();
-    var t, target, context;
+    var t, target, context, contextStart;
     if (settings.source === "range") {
         if (song.loopLength <= 0) {
             return showError("Set the Arrangement loop brace around the bars to fill first.");
@@ -335,25 +387,28 @@ function generate(value) {
         var range = readRange(song);
         t = core.timing(song, { startBeats: song.loopStart, lengthBeats: song.loopLength });
         context = range.context;
+        contextStart = range.contextStart;
         var anchor = range.lastTrack >= 0 ? range.lastTrack : new LiveAPI("live_set").getcount("tracks") - 1;
         target = { kind: "generate", arrangement: true, track: anchor, slot: -1, positionBeats: song.loopStart, stem: settings.stem,
             anchorId: range.lastTrackId };
         if (range.skipped.length) {
-            say("Left out (they do not start at the loop start): " + range.skipped.join(", "));
+            say("Left out (they start after the loop start, or play their files stretched from inside them): " +
+                range.skipped.join(", "));
         }
     } else {
-        var clip = readSelectedClip();
+        var clip = readSelectedClip(song);
         if (clip.problem) {
             return showError(clip.problem);
         }
         t = core.timing(song, clip);
         context = [clip.path];
-        warnAbout(clip);
+        contextStart = [clip.section.exact ? clip.section.start : 0]; // bar 1 is where the clip starts playing
+        warnAbout(clip, "generate");
         target = { kind: "generate", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, stem: settings.stem,
             anchorId: clip.id };
     }
     start({
-        kind: "generate", stem: settings.stem, context: context, bpm: t.bpm, bars: settings.bars,
+        kind: "generate", stem: settings.stem, context: context, contextStart: contextStart, bpm: t.bpm, bars: settings.bars,
         timesig: t.timesig, positionSeconds: t.positionSeconds, prompt: settings.prompt, seed: settings.seed,
         variations: settings.variations
     }, target);
@@ -363,26 +418,28 @@ function vary(value) {
     if (value === 0) {
         return;
     }
-    var clip = readSelectedClip();
+    var song = readSong();
+    var clip = readSelectedClip(song);
     if (clip.problem) {
         return showError(clip.problem);
     }
-    var song = readSong();
     var t = core.timing(song, clip);
-    warnAbout(clip);
+    warnAbout(clip, "vary");
     start({
-        kind: "vary", path: clip.path, bpm: t.bpm, bars: t.bars, timesig: t.timesig,
+        kind: "vary", path: clip.path, section: exactSection(clip), bpm: t.bpm, bars: t.bars, timesig: t.timesig,
         positionSeconds: t.positionSeconds, seed: settings.seed, variations: settings.variations,
         strength: settings.strength
     }, { kind: "vary", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, name: clip.name, anchorId: clip.id });
 }
 
-function warnAbout(clip) {
-    if (clip.startMarker > BEAT_EPSILON) {
-        say("Note: the clip starts " + clip.startMarker + " beats into its file; stembridge reads the file from its start.");
-    } else if (!clip.warping) {
-        say("Note: the clip is not warped; stembridge takes the file to be at the set's tempo.");
-    }
+/** The part of the file to send (`start`, `length`), or null for the whole file. */
+function exactSection(clip) {
+    return clip.section.exact && !clip.section.whole ? clip.section : null;
+}
+
+function warnAbout(clip, kind) {
+    var note = core.sectionNote(clip, clip.section, kind);
+    say(note); // an empty note clears the one of an earlier job
 }
 
 function start(request, target) {
@@ -425,7 +482,7 @@ function reconnect(value) {
         return;
     }
     listenOn(40000 + Math.floor(Math.random() * 10000)); // the old port may be taken by another program
-    ping();
+    ping(); // its pong asks the queue again
 }
 
 /** Open the folder of the last results in the Finder / Explorer. */
@@ -454,6 +511,9 @@ function handle(reply) {
     if (reply.type === "models") {
         return onModels(reply);
     }
+    if (reply.type === "queue") {
+        return onQueue(reply);
+    }
     var job = state.jobs[reply.id];
     if (!job) {
         if (reply.type === "error") {
@@ -475,6 +535,8 @@ function handle(reply) {
         ui("progress", "set", job.fraction);
         ui("queue", "set", "running");
         ui("stage", "set", reply.stage);
+    } else if (reply.type === "made") {
+        job.made = reply; // right before `done`: which engine and model, and notes
     } else if (reply.type === "done") {
         finish(job, reply.paths);
     } else if (reply.type === "error") {
@@ -486,6 +548,9 @@ function handle(reply) {
 
 function onPong(reply) {
     state.connected = true;
+    if (!busyWithJob()) {
+        askQueue(); // on connecting, and with every ping while idle, so the queue line stays current
+    }
     state.lastPongAt = now();
     var engines = ["auto"].concat(reply.engines);
     ui("connection", "set", "Connected: stembridge " + reply.version + " at " + settings.host + ":" + settings.port);
@@ -514,6 +579,13 @@ function onModels(reply) {
     for (var k = 0; k < names.length; k++) {
         ui("modelmenu", "append", names[k]);
     }
+}
+
+function onQueue(reply) {
+    if (reply.id !== state.lastQueueId || busyWithJob()) {
+        return; // a late answer, or the device's own job has the queue line now
+    }
+    ui("queue", "set", core.busyText(reply));
 }
 
 function onState(job, reply) {
@@ -550,15 +622,20 @@ function finish(job, paths) {
     var v = liveVersion();
     var listing = "Folder: " + state.lastFolder + "  Files: " + paths.map(core.baseName).join(", ");
     ui("files", "set", listing);
-    if (!core.canInsert(v.major, v.minor, v.bugfix)) {
-        say("Live " + v.major + "." + v.minor + "." + v.bugfix + " cannot insert clips from a device (Live 12.0.5 can): " +
-            "drag the files from the folder (Show folder).");
-        return;
+    var line = core.doneText(job.target.kind, paths, job.made || null, job.target.stem);
+    if (core.canInsert(v.major, v.minor, v.bugfix)) {
+        var target = relocate(job.target);
+        insert(core.planInsertion(target, paths, sessionState(target)));
+        line += ".";
+    } else {
+        line += "; Live " + v.major + "." + v.minor + "." + v.bugfix + " cannot insert clips from a device (Live 12.0.5 " +
+            "can): drag the files from the folder (Show folder).";
     }
-    var target = relocate(job.target);
-    var ops = core.planInsertion(target, paths, sessionState(target));
-    insert(ops);
-    say("Inserted " + paths.length + (paths.length === 1 ? " file." : " files."));
+    var notes = job.made ? job.made.notes : [];
+    for (var i = 0; i < notes.length; i++) {
+        post("stembridge: note: " + notes[i] + "\n");
+    }
+    say(notes.length ? line + " Note: " + notes.join(" ") : line); // the notes last, where they stay visible
 }
 
 /** The target with the track and slot where its clip (or anchor track) is now: tracks may have been added or
@@ -662,9 +739,9 @@ function notifydeleted() {
 
 // Max calls a function of the script for every message of that name; these are not messages from the patch.
 var INTERNAL = [
-    now, ui, say, showError, sendOsc, nextId, listenOn, askModels, readSong, liveVersion, readSelectedClip,
-    readRange, onSelection, refreshClip, setBars, warnAbout, start, handle, onPong, onModels, onState, fail, finish,
-    relocate, sessionState, insert, tick
+    now, ui, say, showError, sendOsc, nextId, listenOn, askModels, askQueue, busyWithJob, readSong, liveVersion,
+    optionalNumber, readClipFile, readSelectedClip, readRange, onSelection, refreshClip, setBars, exactSection,
+    warnAbout, start, handle, onPong, onModels, onQueue, onState, fail, finish, relocate, sessionState, insert, tick
 ];
 for (var internal = 0; internal < INTERNAL.length; internal++) {
     INTERNAL[internal].local = 1;

@@ -109,9 +109,167 @@ function timing(song, region) {
     };
 }
 
+// --- which part of its file a clip plays ------------------------------------------------------------------
+//
+// Live's Clip (LOM): loop_start / loop_end are in beats for warped clips and in SECONDS of the file for unwarped
+// audio clips ("0 is the time of the first sample"; unwarped clips cannot loop, so they are the clip's start and
+// end). start_marker / end_marker are documented in beats only, so unwarped clips are read through loop_start /
+// loop_end. Warped clips map beats to file seconds through `warp_markers` ({warp_markers: [{sample_time (s),
+// beat_time}]}, Live 11+), linearly between the two markers around a beat; Live's Clip.beat_to_sample_time does
+// the same but is not in Max's LiveAPI. A section is exact only where the clip plays its file in real time: always
+// when unwarped, and when warped only where its markers run at the set's tempo. A warped clip whose file runs at
+// another tempo plays a stretched section: there is no part of the file that the results could be, sample for
+// sample, so such a clip is sent as before (the whole file, with a note when it starts inside it).
+
+var SECTION_TOLERANCE = 1e-4; // seconds a warp map may stray from real time and still count as real time
+
+/** Warp markers from LiveAPI's `get("warp_markers")` (a one-atom list holding a JSON dict), sorted by beat;
+ * [] when there are none or they cannot be read. */
+function parseWarpMarkers(value) {
+    var text = atomText(value);
+    var data;
+    if (!text) {
+        return [];
+    }
+    try {
+        data = JSON.parse(text);
+    } catch (err) {
+        return [];
+    }
+    var list = data instanceof Array ? data : (data && data.warp_markers) || [];
+    var markers = [];
+    for (var i = 0; i < list.length; i++) {
+        var beat = Number(list[i].beat_time);
+        var seconds = Number(list[i].sample_time);
+        if (isFinite(beat) && isFinite(seconds)) {
+            markers.push({ beat: beat, seconds: seconds });
+        }
+    }
+    markers.sort(function (a, b) { return a.beat - b.beat; });
+    return markers;
+}
+
+/** The file time (seconds) a warped clip plays at clip beat `beat`: linear between the markers around it, and
+ * beyond the first or last marker at the rate of the nearest segment. NaN with fewer than two markers. */
+function warpSeconds(markers, beat) {
+    if (markers.length < 2) {
+        return NaN;
+    }
+    var i = 0;
+    while (i < markers.length - 2 && beat > markers[i + 1].beat) {
+        i += 1;
+    }
+    var a = markers[i];
+    var b = markers[i + 1];
+    if (b.beat === a.beat) {
+        return a.seconds;
+    }
+    return a.seconds + (beat - a.beat) * (b.seconds - a.seconds) / (b.beat - a.beat);
+}
+
+/** The clip beats a clip plays, {from, to}, or null when it wraps around its loop (no single stretch of file).
+ * Arrangement: from the start marker for its length on the timeline; Session: the loop, or start to end. */
+function playedBeats(clip) {
+    if (clip.arrangement) {
+        var to = clip.startMarker + clip.lengthBeats;
+        if (clip.looping && to > clip.loopEnd + 1e-6) {
+            return null;
+        }
+        return { from: clip.startMarker, to: to };
+    }
+    return clip.looping ? { from: clip.loopStart, to: clip.loopEnd } : { from: clip.startMarker, to: clip.endMarker };
+}
+
+/** The part of its file a clip plays: {exact, start, length, whole, fileBpm, reason}, in seconds.
+ * `clip`: {warping, looping, arrangement, startMarker, endMarker, loopStart, loopEnd, lengthBeats (on the
+ * timeline, Arrangement), warpMarkers ([{beat, seconds}]), fileSeconds (NaN when unknown)}.
+ * `exact`: the results can be that part of the file, sample for sample where the clip plays it (then `start`
+ * and `length` say which; `whole` when that is the whole file); otherwise `reason` says why not. */
+function fileSection(clip, tempo) {
+    var secondsPerBeat = 60.0 / tempo;
+    var section;
+    if (!clip.warping) {
+        section = {
+            start: clip.loopStart,
+            length: clip.arrangement ? clip.lengthBeats * secondsPerBeat : clip.loopEnd - clip.loopStart
+        };
+    } else {
+        var span = playedBeats(clip);
+        if (span === null) {
+            return { exact: false, reason: "it loops, so it plays parts of its file more than once" };
+        }
+        var markers = clip.warpMarkers || [];
+        var start = warpSeconds(markers, span.from);
+        if (isNaN(start)) {
+            return { exact: false, reason: "Live did not give its warp markers" };
+        }
+        var points = [span.to];
+        for (var i = 0; i < markers.length; i++) {
+            if (markers[i].beat > span.from && markers[i].beat < span.to) {
+                points.push(markers[i].beat);
+            }
+        }
+        for (var k = 0; k < points.length; k++) {
+            var drift = warpSeconds(markers, points[k]) - start - (points[k] - span.from) * secondsPerBeat;
+            if (Math.abs(drift) > SECTION_TOLERANCE) {
+                var fileSpan = warpSeconds(markers, span.to) - start;
+                return {
+                    exact: false,
+                    fileBpm: fileSpan > 0 ? 60.0 * (span.to - span.from) / fileSpan : NaN,
+                    reason: "it is warped to the set's tempo from another one"
+                };
+            }
+        }
+        if (start < -SECTION_TOLERANCE) {
+            return { exact: false, reason: "its warp markers put its start before the file's" };
+        }
+        section = { start: Math.max(0, start), length: (span.to - span.from) * secondsPerBeat };
+    }
+    if (!(section.length > 0)) {
+        return { exact: false, reason: "it is empty" };
+    }
+    section.exact = true;
+    section.whole = section.start < 1e-6 && isFinite(clip.fileSeconds) &&
+        Math.abs(section.length - clip.fileSeconds) <= SECTION_TOLERANCE;
+    return section;
+}
+
+/** Where bar 1 of the loop range falls in a clip's file (seconds), for `context_start`; null when the clip
+ * cannot give context from there: it starts after the range starts, or it plays its file at another speed and
+ * does not start at the file's start (then nothing exact can be said). `clip` as for fileSection, plus
+ * startBeats (its place on the timeline); `section` what fileSection gave. */
+function contextStart(clip, section, rangeStartBeats, tempo) {
+    var late = clip.startBeats - rangeStartBeats;
+    if (late > 1e-3) {
+        return null;
+    }
+    if (section.exact) {
+        return section.start + Math.max(0, -late) * 60.0 / tempo;
+    }
+    return Math.abs(late) <= 1e-3 && Math.abs(clip.startMarker) < 1e-6 ? 0 : null;
+}
+
+/** A note for a clip the device cannot send exactly (or "" when there is nothing to say). */
+function sectionNote(clip, section, kind) {
+    if (section.exact) {
+        if (!clip.warping && kind !== "separate") {
+            return "Note: the clip is not warped; stembridge takes its music to be at the set's tempo.";
+        }
+        return "";
+    }
+    var from = clip.arrangement || !clip.looping ? clip.startMarker : clip.loopStart;
+    if (Math.abs(from) < 1e-6) {
+        return ""; // it plays its file from the start, as stembridge reads it (stretched to the set's tempo)
+    }
+    var why = section.reason + (section.fileBpm ? " (its file runs at " + Math.round(section.fileBpm * 100) / 100 + " bpm)" : "");
+    return "Note: the clip plays part of its file, but " + why + ": stembridge reads the whole file from its " +
+        "start. Consolidate the clip (Cmd/Ctrl+J) for exact alignment.";
+}
+
 /** The OSC message (address first, as Max's [udpsend] takes it) for one request.
- * `job`: {kind, replyPort, id, path | stem, context[], bpm, bars, timesig, positionSeconds, prompt, seed,
- *        variations, strength, engine, model, token}. */
+ * `job`: {kind, replyPort, id, path | stem, context[], contextStart[] (seconds, one per context), bpm, bars,
+ *        timesig, section ({start, length} seconds: the part of the file), positionSeconds, prompt, seed,
+ *        variations, strength, engine, model, token}. Times go out as decimal text (see secondsText). */
 function buildRequest(job) {
     var msg = [PREFIX + job.kind, job.replyPort, job.id];
     var i;
@@ -126,6 +284,14 @@ function buildRequest(job) {
         msg.push(job.stem);
         for (i = 0; i < (job.context || []).length; i++) {
             add("context", job.context[i]);
+        }
+        var starts = job.contextStart || [];
+        var anyStart = false;
+        for (i = 0; i < starts.length; i++) {
+            anyStart = anyStart || starts[i] > 0;
+        }
+        for (i = 0; anyStart && i < starts.length; i++) {
+            add("context_start", secondsText(starts[i])); // one per context, in the same order
         }
     } else if (job.kind === "cancel" || job.kind === "status") {
         msg.push(job.target);
@@ -142,6 +308,10 @@ function buildRequest(job) {
     }
     if (job.kind === "vary") {
         add("strength", job.strength);
+    }
+    if ((job.kind === "separate" || job.kind === "vary") && job.section && !job.section.whole) {
+        add("start", secondsText(job.section.start));
+        add("length", secondsText(job.section.length));
     }
     if (job.kind === "separate" || job.kind === "generate" || job.kind === "vary") {
         if (job.positionSeconds !== undefined && job.positionSeconds !== null) {
@@ -170,8 +340,22 @@ function parseReply(address, args) {
         return { type: "accepted", id: id, queue: atomNumber(a[1]) };
     case PREFIX + "progress":
         return { type: "progress", id: id, fraction: atomNumber(a[1]), stage: atomText(a[2] || "") };
+    case PREFIX + "made":
+        return { type: "made", id: id, engine: atomText(a[1] || ""), model: atomText(a[2] || ""), notes: a.slice(3).map(atomText) };
     case PREFIX + "done":
         return { type: "done", id: id, paths: a.slice(1).map(atomText) };
+    case PREFIX + "queue":
+        // <running> <waiting> <job> <fraction> <stage> <yours_waiting>; a Max that drops the empty `job` symbol
+        // gives one value fewer, so the job is read only when all six are there
+        var rest = a.slice(1);
+        if (rest.length === 5) {
+            rest.splice(2, 0, "");
+        }
+        return {
+            type: "queue", id: id, running: atomNumber(rest[0]) === 1, waiting: atomNumber(rest[1]) || 0,
+            job: atomText(rest[2] === undefined ? "" : rest[2]), fraction: atomNumber(rest[3]) || 0,
+            stage: atomText(rest[4] === undefined ? "" : rest[4]), yoursWaiting: atomNumber(rest[5]) || 0
+        };
     case PREFIX + "error":
         return { type: "error", id: id, code: atomText(a[1]), message: atomText(a.slice(2)) };
     case PREFIX + "state":
@@ -330,6 +514,38 @@ function queueText(position) {
     return "queued: " + position + (position === 1 ? " job" : " jobs") + " ahead";
 }
 
+function plural(n, one, many) {
+    return n + " " + (n === 1 ? one : many);
+}
+
+/** The daemon's queue at a glance (a `queue` reply), for the device's queue line while it has no job. */
+function busyText(q) {
+    if (!q.running && !q.waiting) {
+        return "daemon idle";
+    }
+    var text = "daemon busy: " + (q.running ? "1 job running" + (q.job ? " (yours, " + Math.round(q.fraction * 100) + "%)" : "")
+        : "nothing running");
+    if (q.waiting) {
+        text += ", " + q.waiting + " waiting" + (q.yoursWaiting ? " (" + q.yoursWaiting + " yours)" : "");
+    }
+    return text;
+}
+
+/** What a finished job made, for the status line: "done: 4 stems by demucs (htdemucs)". `made` is the job's
+ * `made` reply, or null when it was lost (UDP) or the daemon predates it. */
+function doneText(kind, paths, made, stem) {
+    var what;
+    if (kind === "separate") {
+        what = plural(paths.length, "stem", "stems");
+    } else if (kind === "vary") {
+        what = plural(paths.length, "variation", "variations");
+    } else {
+        what = paths.length === 1 ? (stem || "part") : plural(paths.length, "take", "takes") + " of " + (stem || "the part");
+    }
+    var by = made && made.engine ? " by " + made.engine + (made.model ? " (" + made.model + ")" : "") : "";
+    return "done: " + what + by;
+}
+
 exports.quartersPerBar = quartersPerBar;
 exports.barsOf = barsOf;
 exports.beatsToSeconds = beatsToSeconds;
@@ -342,6 +558,11 @@ exports.atomNumber = atomNumber;
 exports.clipPlace = clipPlace;
 exports.canInsert = canInsert;
 exports.timing = timing;
+exports.parseWarpMarkers = parseWarpMarkers;
+exports.warpSeconds = warpSeconds;
+exports.fileSection = fileSection;
+exports.contextStart = contextStart;
+exports.sectionNote = sectionNote;
 exports.buildRequest = buildRequest;
 exports.parseReply = parseReply;
 exports.baseName = baseName;
@@ -350,5 +571,7 @@ exports.describeFile = describeFile;
 exports.planInsertion = planInsertion;
 exports.plainError = plainError;
 exports.queueText = queueText;
+exports.busyText = busyText;
+exports.doneText = doneText;
 exports.PREFIX = PREFIX;
 exports.GENERATE_STEMS = GENERATE_STEMS;

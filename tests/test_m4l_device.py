@@ -110,19 +110,44 @@ def ui_text(answer: dict[str, Any], name: str) -> str:
 
 
 def clip(path: str, start: float = 0.0, length: float = 8.0, **more: Any) -> dict[str, Any]:
+    """An audio clip as LiveAPI shows it: warped, ``length`` beats from the file's start, at beat ``start``;
+    no warp markers (as if Live gave none) and no sample length, unless ``more`` says otherwise."""
     info = {
         "name": Path(path).stem,
         "file_path": path,
         "is_audio_clip": 1,
         "warping": 1,
+        "looping": 0,
         "start_marker": 0.0,
         "end_marker": length,
+        "loop_start": 0.0,
+        "loop_end": length,
         "start_time": start,
         "end_time": start + length,
         "length": length,
+        "warp_markers": json.dumps({"warp_markers": []}),
+        "sample_length": -1,
+        "sample_rate": 44100.0,
     }
     info.update(more)
     return info
+
+
+def warp_markers(*pairs: tuple[float, float]) -> str:
+    """Clip.warp_markers as LiveAPI's get() gives it: a JSON dict of (file seconds, clip beat) pairs."""
+    return json.dumps({"warp_markers": [{"sample_time": s, "beat_time": b} for s, b in pairs]})
+
+
+def unwarped(
+    path: str, start: float, length: float, file_start: float, file_end: float, **more: Any
+) -> dict[str, Any]:
+    """An unwarped clip ``length`` beats long at beat ``start`` that plays its file from ``file_start`` to
+    ``file_end`` seconds: its loop_start / loop_end are in seconds (its start_marker, in beats by the LOM's word,
+    is set to something else, so a test fails if the device reads it instead)."""
+    return clip(
+        path, start=start, length=length, warping=0, loop_start=file_start, loop_end=file_end,
+        start_marker=99.0, end_marker=99.5, **more,
+    )  # fmt: skip
 
 
 def track(
@@ -242,6 +267,79 @@ def test_positions_in_seconds_from_beats_and_tempo(device: Device) -> None:
     assert device.eval("core.canInsert(13, 0, 0)") is True
 
 
+# --- the pure core: which part of its file a clip plays ------------------------------------------------------
+
+
+def js(value: Any) -> str:
+    """A Python value as a JavaScript literal, for ``Device.eval``."""
+    return json.dumps(value)
+
+
+def test_warp_markers_map_clip_beats_to_file_seconds(device: Device) -> None:
+    device.cmd("load", live=live_set([], None))
+    raw = [warp_markers((8.1, 16.0), (0.1, 0.0), (4.1, 8.0))]  # unsorted, as one atom holding JSON
+    markers = device.eval(f"core.parseWarpMarkers({js(raw)})")
+    assert markers == [{"beat": 0, "seconds": 0.1}, {"beat": 8, "seconds": 4.1}, {"beat": 16, "seconds": 8.1}]
+
+    def at(beat: float) -> float:
+        return float(device.eval(f"core.warpSeconds(core.parseWarpMarkers({js(raw)}), {beat})"))
+
+    assert at(4.0) == pytest.approx(2.1) and at(12.0) == pytest.approx(6.1)
+    assert at(-2.0) == pytest.approx(-0.9) and at(20.0) == pytest.approx(10.1)  # beyond: the nearest segment
+    assert device.eval('core.parseWarpMarkers(["not json"])') == []
+    assert device.eval("core.parseWarpMarkers([])") == []
+    assert device.eval(f"isNaN(core.warpSeconds(core.parseWarpMarkers({js([warp_markers((0.0, 0.0))])}), 1))")
+
+
+BASE_CLIP = {
+    "warping": True, "looping": False, "arrangement": True, "startMarker": 0.0, "endMarker": 16.0,
+    "loopStart": 0.0, "loopEnd": 16.0, "lengthBeats": 16.0, "warpMarkers": [], "fileSeconds": float("nan"),
+}  # fmt: skip
+
+
+def markers(*pairs: tuple[float, float]) -> list[dict[str, float]]:
+    return [{"seconds": s, "beat": b} for s, b in pairs]
+
+
+@pytest.mark.parametrize(
+    ("clip_state", "tempo", "expected"),
+    [
+        # unwarped: loop_start / loop_end are seconds of the file; on the timeline it plays its length in beats
+        ({"warping": False, "loopStart": 2.5, "loopEnd": 10.0, "lengthBeats": 12.0}, 96.0,
+         {"exact": True, "start": 2.5, "length": 7.5, "whole": False}),
+        ({"warping": False, "arrangement": False, "loopStart": 1.25, "loopEnd": 5.25}, 120.0,
+         {"exact": True, "start": 1.25, "length": 4.0, "whole": False}),
+        ({"warping": False, "arrangement": False, "loopStart": 0.0, "loopEnd": 4.0, "fileSeconds": 4.0}, 120.0,
+         {"exact": True, "start": 0.0, "length": 4.0, "whole": True}),
+        # warped at the set's tempo (0.5 s a beat at 120), the file's beat 0 0.1 s in: the markers place it
+        ({"startMarker": 4.0, "lengthBeats": 8.0, "warpMarkers": markers((0.1, 0.0), (16.1, 32.0))}, 120.0,
+         {"exact": True, "start": 2.1, "length": 4.0, "whole": False}),
+        ({"arrangement": False, "looping": True, "loopStart": 8.0, "loopEnd": 16.0,
+          "warpMarkers": markers((0.0, 0.0), (16.0, 32.0))}, 120.0,
+         {"exact": True, "start": 4.0, "length": 4.0, "whole": False}),
+        # warped from another tempo: the file runs at 96 bpm, stretched to 120; no part of it is the result
+        ({"startMarker": 4.0, "lengthBeats": 8.0, "warpMarkers": markers((0.0, 0.0), (20.0, 32.0))}, 120.0,
+         {"exact": False, "fileBpm": 96.0}),
+        # at the set's tempo at both ends but not in between (a marker moved)
+        ({"warpMarkers": markers((0.0, 0.0), (2.0, 4.0), (4.2, 8.0), (8.0, 16.0))}, 120.0, {"exact": False}),
+        # an Arrangement clip that loops plays parts of its file more than once
+        ({"looping": True, "loopEnd": 4.0, "lengthBeats": 8.0, "warpMarkers": markers((0.0, 0.0), (8.0, 16.0))},
+         120.0, {"exact": False}),
+        ({}, 120.0, {"exact": False}),  # no warp markers from Live
+    ],
+)  # fmt: skip
+def test_the_part_of_its_file_a_clip_plays(
+    device: Device, clip_state: dict[str, Any], tempo: float, expected: dict[str, Any]
+) -> None:
+    device.cmd("load", live=live_set([], None))
+    state = {**BASE_CLIP, **clip_state}
+    section = device.eval(f"core.fileSection({js(state)}, {tempo})")  # json.dumps writes NaN as JS does
+    for key, value in expected.items():
+        assert section[key] == (pytest.approx(value) if isinstance(value, float) else value), (key, section)
+    if not section["exact"]:
+        assert section["reason"]
+
+
 # --- requests built from Live state -----------------------------------------------------------------------
 
 
@@ -350,6 +448,119 @@ def test_selecting_another_clip_moves_the_bars_box(device: Device) -> None:
     assert ui_text(moved, "clip").startswith("long.wav: 16 bars")
 
 
+def option(message: list[Any], key: str) -> Any:
+    """The value after ``key`` in a request (None when the key is not there)."""
+    return message[message.index(key) + 1] if key in message else None
+
+
+def test_an_unwarped_clip_that_starts_inside_its_file_sends_the_part_it_plays(device: Device) -> None:
+    # 6/8 at 96 bpm; the clip is at beat 24 (15 s), 12 beats (4 bars, 7.5 s) long, and plays its file from 2.5 s
+    song = arrangement_set()
+    song["tracks"][1]["arrangement_clips"][0] = unwarped(
+        "/Users/me/Music/My Loops/drum loop.wav", start=24.0, length=12.0, file_start=2.5, file_end=10.0
+    )
+    shown = start(device, song)
+    assert ui_text(shown, "clip") == "drum loop.wav from 2.5 s in: 4 bars at 96 bpm, 6/8, at 15.000000 s"
+    answer = device.send("separate", 1)
+    (sep,) = osc_out(answer)
+    assert sep[3:] == [
+        "/Users/me/Music/My Loops/drum loop.wav", "start", "2.500000", "length", "7.500000", "position", "15.000000",
+    ]  # fmt: skip
+    assert ui_text(answer, "status") == ""  # nothing to warn about: the stems are exactly what the clip plays
+    answer = device.send("vary", 1)
+    (var,) = osc_out(answer)
+    assert (option(var, "start"), option(var, "length"), option(var, "bars")) == ("2.500000", "7.500000", 4)
+    assert "not warped" in ui_text(answer, "status")  # its music is taken to be at the set's tempo
+    (gen,) = osc_out(device.send("generate", 1))
+    assert gen[3:8] == ["bass", "context", "/Users/me/Music/My Loops/drum loop.wav", "context_start", "2.500000"]  # fmt: skip
+    assert option(gen, "start") is None  # generate takes no section: its context says where bar 1 is
+
+
+def test_an_unwarped_session_clip_is_timed_by_the_seconds_it_plays(device: Device) -> None:
+    loop = track("Loop", 4)
+    # 4 s of the file from 1.25 s: 8 beats (2 bars of 4/4) at 120 bpm; Clip.length is meaningless here
+    loop["clip_slots"][1] = unwarped(
+        "/Users/me/loop.wav", start=0.0, length=3.7, file_start=1.25, file_end=5.25
+    )
+    shown = start(device, live_set([loop, track("Pad", 4)], SESSION_CLIP))
+    assert ui(shown, "bars") == [["set", 2]]
+    (var,) = osc_out(device.send("vary", 1))
+    assert (option(var, "bars"), option(var, "start"), option(var, "length")) == (2, "1.250000", "4.000000")
+    # the whole file (44100 * 4 samples at 44.1 kHz, played from 0): nothing to cut, so no section is sent
+    loop["clip_slots"][1] = unwarped(
+        "/Users/me/loop.wav", start=0.0, length=8.0, file_start=0.0, file_end=4.0, sample_length=176400
+    )
+    start(device, live_set([loop, track("Pad", 4)], SESSION_CLIP))
+    (sep,) = osc_out(device.send("separate", 1))
+    assert sep[3:] == ["/Users/me/loop.wav", "position", "0.000000"]
+
+
+def test_a_warped_clip_at_the_sets_tempo_is_placed_by_its_warp_markers(device: Device) -> None:
+    # the file's beat 0 is 0.1 s in and it runs at 120 bpm, as the set; the clip starts 4 beats in, 8 beats long
+    song = live_set(
+        [track("Drums", 2, [clip("/a/drums.wav", start=16.0, length=8.0, start_marker=4.0, end_marker=12.0,
+                                  warp_markers=warp_markers((0.1, 0.0), (16.1, 32.0)))])],
+        "live_set tracks 0 arrangement_clips 0",
+    )  # fmt: skip
+    start(device, song)
+    (sep,) = osc_out(device.send("separate", 1))
+    start_length_position = [option(sep, key) for key in ("start", "length", "position")]
+    assert start_length_position == ["2.100000", "4.000000", "8.000000"]
+
+
+def test_a_warped_clip_from_another_tempo_is_sent_whole_with_a_note(device: Device) -> None:
+    # the file runs at 96 bpm (20 s for 32 beats), stretched to the set's 120: no part of it is what plays
+    stretched = warp_markers((0.0, 0.0), (20.0, 32.0))
+    song = live_set(
+        [track("Drums", 2, [clip("/a/drums.wav", start=16.0, length=8.0, start_marker=4.0, warp_markers=stretched),
+                            clip("/a/drums.wav", start=32.0, length=8.0, warp_markers=stretched)])],
+        "live_set tracks 0 arrangement_clips 0",
+    )  # fmt: skip
+    start(device, song)
+    answer = device.send("separate", 1)
+    (sep,) = osc_out(answer)
+    assert option(sep, "start") is None and option(sep, "length") is None
+    note = ui_text(answer, "status")
+    assert "96 bpm" in note and "whole file" in note and "Consolidate" in note
+    # a clip from its file's start is sent as before: the whole file, and no note
+    device.cmd("select", clip="live_set tracks 0 arrangement_clips 1")
+    answer = device.send("separate", 1)
+    assert option(osc_out(answer)[0], "start") is None and ui_text(answer, "status") == ""
+
+
+def test_generate_from_the_loop_range_says_where_bar_1_is_in_each_file(device: Device) -> None:
+    at_set_tempo = warp_markers((0.0, 0.0), (32.0, 64.0))  # 0.5 s a beat at 120 bpm
+    stretched = warp_markers((0.0, 0.0), (40.0, 64.0))  # the file at 96 bpm
+    song = live_set(
+        [
+            # unwarped, from 3 s into its file, starting at the range: bar 1 is 3 s in
+            track("Keys", 2, [unwarped("/a/keys.wav", start=16.0, length=16.0, file_start=3.0, file_end=11.0)]),
+            # warped at the set's tempo, 2 beats before the range: bar 1 is 1 s in
+            track("Drums", 2, [clip("/a/drums.wav", start=14.0, length=18.0, warp_markers=at_set_tempo)]),
+            # stretched, but from its file's start and at the range: bar 1 is the file's start, as before
+            track("Bass", 2, [clip("/a/bass.wav", start=16.0, length=16.0, warp_markers=stretched)]),
+            # stretched and from inside its file: left out
+            track("Vox", 2, [clip("/a/vox.wav", start=16.0, length=8.0, start_marker=4.0, warp_markers=stretched,
+                                  name="Vox inside")]),
+            # starts after the range does: left out
+            track("Late", 2, [unwarped("/a/late.wav", start=20.0, length=4.0, file_start=0.0, file_end=2.0,
+                                       name="Late one")]),
+        ],
+        None,
+        loop=(16.0, 16.0),
+    )  # fmt: skip
+    start(device, song)
+    device.send("source", 1)
+    answer = device.send("generate", 1)
+    (gen,) = osc_out(answer)
+    contexts = [gen[i + 1] for i, word in enumerate(gen) if word == "context"]
+    starts = [gen[i + 1] for i, word in enumerate(gen) if word == "context_start"]
+    assert contexts == ["/a/keys.wav", "/a/drums.wav", "/a/bass.wav"]
+    assert starts == ["3.000000", "1.000000", "0.000000"]  # one per context, in the same order
+    assert "Vox inside" in ui_text(answer, "status") and "Late one" in ui_text(answer, "status")
+    assert option(gen, "position") == "8.000000"
+
+
 # --- replies ------------------------------------------------------------------------------------------------
 
 
@@ -360,8 +571,12 @@ def test_every_reply_type_updates_the_device(device: Device) -> None:
     pong = device.reply("/stembridge/pong", ping[2], "0.1.0", "builtin", "demucs")
     assert ui_text(pong, "connection") == "Connected: stembridge 0.1.0 at 127.0.0.1:9977"
     assert ui(pong, "engines") == [["clear"], ["append", "auto"], ["append", "builtin"], ["append", "demucs"]]
-    (models_request,) = osc_out(pong)
+    # connected and idle: it asks which engines' models exist, and how busy the daemon is
+    models_request, queue_request = sorted(osc_out(pong))
     assert models_request[0] == "/stembridge/models"
+    assert queue_request[0] == "/stembridge/queue" and queue_request[1] == reply_port(first)
+    queue = device.reply("/stembridge/queue", queue_request[2], 1, 2, "", 0.4, "separate", 0)
+    assert ui_text(queue, "queue") == "daemon busy: 1 job running, 2 waiting"
     models = device.reply(
         "/stembridge/models", models_request[2],
         "builtin", "builtin", "separate/generate/vary", 1, "",
@@ -381,8 +596,11 @@ def test_every_reply_type_updates_the_device(device: Device) -> None:
     assert ui(device.reply("/stembridge/progress", job, 0.1, "generate"), "progress") == [["set", 0.25]]
     assert ui_text(device.reply("/stembridge/state", job, "running", 0.3), "queue") == "running"
     assert ui(device.reply("/stembridge/progress", "someone-else", 0.9, "x"), "progress") == []
+    made = device.reply("/stembridge/made", job, "builtin", "builtin")
+    assert made["outlets"] == []  # kept for the status line when the files come
     done = device.reply("/stembridge/done", job, "/r/drum_loop__pad__96bpm__4bars.wav")
     assert ui(done, "progress") == [["set", 1]] and ui_text(done, "stage") == "done"
+    assert ui_text(done, "status") == "done: bass by builtin (builtin)."
     assert ui_text(done, "files") == "Folder: /r  Files: drum_loop__pad__96bpm__4bars.wav"
     assert [c["fn"] for c in done["calls"] if not c["fn"].startswith("get_")] == [
         "create_audio_track",
@@ -392,6 +610,66 @@ def test_every_reply_type_updates_the_device(device: Device) -> None:
     assert device.reply("/stembridge/done", job, "/r/other.wav")["calls"] == []
     # foreign messages are ignored
     assert device.reply("/other/thing", 1, 2)["outlets"] == []
+
+
+def test_made_names_the_engine_and_model_and_its_notes_come_last(device: Device) -> None:
+    start(device, arrangement_set())
+    (sep,) = osc_out(device.send("separate", 1))
+    note = "not isolated: the vocals bleed into other"
+    device.reply("/stembridge/made", sep[2], "demucs", "htdemucs", note)
+    paths = [f"/r/drum_loop__{s}.wav" for s in ("drums", "bass", "vocals", "other")]
+    done = device.reply("/stembridge/done", sep[2], *paths)
+    statuses = [m[1] for m in ui(done, "status") if m[0] == "set"]
+    assert statuses == [f"done: 4 stems by demucs (htdemucs). Note: {note}"]
+    assert f"stembridge: note: {note}\n" in done["posts"]
+    # another job's `made` is not this one's
+    device.send("variations", 2)
+    (var,) = osc_out(device.send("vary", 1))
+    device.reply("/stembridge/made", "someone-else", "musicgen", "musicgen-small")
+    device.reply("/stembridge/made", var[2], "builtin", "builtin")
+    done = device.reply("/stembridge/done", var[2], "/r/a__var__v1.wav", "/r/a__var__v2.wav")
+    assert ui_text(done, "status") == "done: 2 variations by builtin (builtin)."
+    device.send("stem", "keys")
+    (gen,) = osc_out(device.send("generate", 1))
+    device.reply("/stembridge/made", gen[2], "musicgen", "musicgen-small")
+    done = device.reply("/stembridge/done", gen[2], "/r/a__keys__v1.wav", "/r/a__keys__v2.wav")
+    assert ui_text(done, "status") == "done: 2 takes of keys by musicgen (musicgen-small)."
+
+
+def test_the_queue_line_shows_how_busy_the_daemon_is_before_a_job(device: Device) -> None:
+    first = start(device, arrangement_set())
+    (ping,) = osc_out(first)
+
+    def queue_request(answer: dict[str, Any], port: int) -> list[Any]:
+        (request,) = [m for m in osc_out(answer) if m[0] == "/stembridge/queue"]
+        assert request[1:] == [port, request[2]]  # no arguments but the envelope
+        return request
+
+    asked = queue_request(device.reply("/stembridge/pong", ping[2], "0.1.0", "builtin"), reply_port(first))
+    idle = device.reply("/stembridge/queue", asked[2], 0, 0, "", 0.0, "", 0)
+    assert ui_text(idle, "queue") == "daemon idle"
+    # the next ping's pong asks again, so the line stays current while the device is idle
+    device.cmd("time", now=1_006_000)
+    (ping2,) = [m for m in osc_out(device.cmd("tick")) if m[0] == "/stembridge/ping"]
+    asked2 = queue_request(device.reply("/stembridge/pong", ping2[2], "0.1.0", "builtin"), reply_port(first))
+    late = device.reply("/stembridge/queue", asked[2], 0, 0, "", 0.0, "", 0)
+    assert ui(late, "queue") == []  # the answer to an earlier ask changes nothing
+    mine = device.reply("/stembridge/queue", asked2[2], 1, 2, "job-from-reaper", 0.37, "separate", 1)
+    assert ui_text(mine, "queue") == "daemon busy: 1 job running (yours, 37%), 2 waiting (1 yours)"
+    # Reconnect asks again from its new port; Max may drop the empty job symbol: one value fewer, read the same
+    again = device.send("reconnect", 1)
+    (ping3,) = osc_out(again)
+    asked3 = queue_request(device.reply("/stembridge/pong", ping3[2], "0.1.0", "builtin"), reply_port(again))
+    short = device.reply("/stembridge/queue", asked3[2], 1, 3, 0.5, "generate", 0)
+    assert ui_text(short, "queue") == "daemon busy: 1 job running, 3 waiting"
+    # while its own job runs, the line is the job's: no asking, and a stray answer changes nothing
+    (gen,) = osc_out(device.send("generate", 1))
+    device.reply("/stembridge/accepted", gen[2], 1)
+    device.cmd("time", now=1_012_000)
+    (ping4,) = [m for m in osc_out(device.cmd("tick")) if m[0] == "/stembridge/ping"]
+    pong = device.reply("/stembridge/pong", ping4[2], "0.1.0", "builtin")
+    assert [m for m in osc_out(pong) if m[0] == "/stembridge/queue"] == []
+    assert ui(device.reply("/stembridge/queue", asked3[2], 0, 0, "", 0.0, "", 0), "queue") == []
 
 
 @pytest.mark.parametrize(
@@ -495,7 +773,7 @@ def test_separate_in_arrangement_makes_one_track_per_stem_at_the_clip(device: De
     assert [s["value"] for s in answer["sets"] if s["prop"] == "name"] == stems
     tracks = device.cmd("live")["result"]["tracks"]
     assert [t["name"] for t in tracks] == ["Keys", "Drums", *stems]
-    assert ui_text(answer, "status") == "Inserted 4 files."
+    assert ui_text(answer, "status") == "done: 4 stems."  # no `made` reply came (lost, or an older daemon)
 
 
 def test_separate_in_session_fills_the_clips_scene_on_new_tracks(device: Device) -> None:
@@ -881,13 +1159,15 @@ def test_end_to_end_generate_lands_in_a_new_track_at_the_clip(
     daemon: tuple[DaemonThread, Settings], max_udp: MaxUdp, tmp_path: Path
 ) -> None:
     d, settings = daemon
-    drums, _ = synth.drum_loop(120.0, 2)
+    drums, _ = synth.drum_loop(120.0, 3)
     loop = tmp_path / "in" / "Drum Loop.wav"
     loop.parent.mkdir()
     sf.write(loop, drums, synth.SR, subtype="FLOAT")
-    # two bars (8 beats) of 4/4 at 120 bpm, at bar 3 (beat 8 = 4 s) on track 0
+    # two bars (8 beats) of 4/4 at 120 bpm, at bar 3 (beat 8 = 4 s) on track 0, unwarped, playing the file from
+    # its second bar (2 s in): the daemon is told where bar 1 is in the file
     song = live_set(
-        [track("Drums", 2, [clip(str(loop), start=8.0, length=8.0)])], "live_set tracks 0 arrangement_clips 0"
+        [track("Drums", 2, [unwarped(str(loop), start=8.0, length=8.0, file_start=2.0, file_end=6.0)])],
+        "live_set tracks 0 arrangement_clips 0",
     )
     connect(max_udp, song, d.port)
     max_udp.take(max_udp.device.send("engine", "builtin"))
@@ -906,6 +1186,7 @@ def test_end_to_end_generate_lands_in_a_new_track_at_the_clip(
     out = Path(path_in_live)
     assert out.parent == settings.out_dir.resolve() and out.name.startswith("Drum_Loop__bass__120bpm__2bars")
     assert request[request.index("position") + 1] == "4.000000"
+    assert option(request, "context_start") == "2.000000"
     info = sf.info(out)
     assert info.samplerate == synth.SR and info.frames == 2 * 4 * synth.SR // 2  # two bars of 4/4 at 120 bpm
     bext = read_bext(out)
@@ -940,3 +1221,40 @@ def test_end_to_end_separate_in_session_view(
     assert np.max(np.abs(total - mix.T)) < 1e-3  # the stems in the new tracks add back up to the clip
     names = [s["value"] for ans in max_udp.answers for s in ans["sets"] if s["prop"] == "name"]
     assert names == stems
+
+
+def test_end_to_end_separate_of_the_part_of_its_file_a_clip_plays(
+    daemon: tuple[DaemonThread, Settings], max_udp: MaxUdp, tmp_path: Path
+) -> None:
+    d, settings = daemon
+    mix = synth.mix(synth.song_stems(120.0, 2))  # [C, T]: 4 s
+    song_file = tmp_path / "song.wav"
+    sf.write(song_file, mix.T, synth.SR, subtype="FLOAT")
+    # unwarped at beat 8 (4 s), one bar (4 beats = 2 s) long, playing the file from 1 s to 3 s
+    song = live_set(
+        [track("Song", 2, [unwarped(str(song_file), start=8.0, length=4.0, file_start=1.0, file_end=3.0)])],
+        "live_set tracks 0 arrangement_clips 0",
+    )
+    connect(max_udp, song, d.port)
+    idle = max_udp.pump(lambda a: bool(ui(a, "queue")))  # the daemon's answer to the device's `queue`
+    assert ui_text(idle, "queue") == "daemon idle"
+    max_udp.take(max_udp.device.send("separate", 1))
+    (request,) = [m for m in max_udp.sent if m[0] == "/stembridge/separate"]
+    assert (option(request, "start"), option(request, "length")) == ("1.000000", "2.000000")
+    answer = max_udp.pump(inserted)
+    assert not any(m[1] for m in ui(answer, "error")), ui_text(answer, "error")
+    calls = live_calls(answer)
+    clips = [c for c in calls if c[1] == "create_audio_clip"]
+    assert [c[0] for c in clips] == [f"live_set tracks {i}" for i in (1, 2, 3, 4)]
+    assert all(c[2][1] == 8.0 for c in clips)  # at the clip's place
+    paths = [Path(c[2][0]) for c in clips]
+    first, count = 1 * synth.SR, 2 * synth.SR
+    for p in paths:
+        assert sf.info(p).frames == count, p  # exactly the part the clip plays
+        bext = read_bext(p)
+        assert bext is not None and bext["time_reference"] == 4 * synth.SR  # beat 8 of the set
+    total = sum(sf.read(p, dtype="float32", always_2d=True)[0] for p in paths)
+    # and it is that part of the song, not its start
+    assert np.max(np.abs(total - mix.T[first : first + count])) < 1e-3
+    assert np.max(np.abs(total - mix.T[:count])) > 0.05
+    assert re.fullmatch(r"done: 4 stems by \w+ \(.+\)\.( Note: .*)?", ui_text(answer, "status"))

@@ -50,7 +50,9 @@ function flatten(args) {
 // live = {app: {major, minor, bugfix}, song: {tempo, signature_numerator, signature_denominator, loop_start,
 //         loop_length}, scenes: n, tracks: [{name, is_foldable, has_audio_input, clip_slots: [clip|null],
 //         arrangement_clips: [clip]}], view: {detail_clip: "<canonical path>" | null}}
-// clip = {name, file_path, is_audio_clip, warping, start_marker, end_marker, start_time, end_time, length}
+// clip = {name, file_path, is_audio_clip, warping, looping, start_marker, end_marker, loop_start, loop_end,
+//         start_time, end_time, length, warp_markers (the JSON text Live gives), sample_length, sample_rate}
+// (as in Live's LOM: loop_start / loop_end are beats for warped clips and seconds of the file for unwarped ones)
 
 function newTrack(name) {
     return { name: name, is_foldable: 0, has_audio_input: 1, clip_slots: new Array(live.scenes).fill(null), arrangement_clips: [] };
