@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,20 @@ HTDEMUCS_TINY_KWARGS: dict[str, Any] = {
     "t_heads": 2,
     "t_hidden_scale": 1.0,
 }
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the body (restored after): tiny models are thousands of tiny ops, and with two
+    threads on a busy 2-core machine each waits on the other (10x slower at random); one thread is steady."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def htdemucs(

@@ -66,14 +66,8 @@ def offline_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """Tiny models are thousands of tiny ops: with two threads on a busy 2-core machine, each one waits on the
-    other (10x slower at random). One thread is steady; restored after this module."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with mf.one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from bridge.audio.bwf import read_bext
 from bridge.config import Settings
 from bridge.server.daemon import DaemonThread
 from tests import synth
+from tests.test_daemon import no_leaked_threads  # noqa: F401 - fails a test that leaks threads
 
 ROOT = Path(__file__).resolve().parent.parent
 M4L = ROOT / "m4l"
@@ -1045,20 +1045,6 @@ def test_amxd_is_marked_binary_for_git() -> None:
 
 
 # --- end to end: the device's own messages through a real daemon -----------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves a thread running (the daemon's loop, its workers)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 3.0
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert not extra, f"the test left threads running: {[t.name for t in extra]}"
 
 
 class MaxUdp:

@@ -38,13 +38,8 @@ SR = 44100
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a busy 2-core machine run steadier on one thread (restored afterwards)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with mf.one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -412,3 +407,29 @@ def test_cli_checks_demucs_options_even_when_another_engine_runs(
     assert main([*argv, "--overlap", "1.5"]) == 2
     assert "--overlap must be between 0 and 0.99, got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_warm_engines_unload_the_others_when_a_load_runs_out_of_memory(
+    fake_engine: type[_Fake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warm = WarmEngines(budget_bytes=100 * MIB)
+    warm.get("fake", "separate", "a", None, {"size": 2})
+    real_init = _Fake.__init__
+    failures = []
+
+    def flaky(self: _Fake, *args: Any, **kwargs: Any) -> None:
+        if len(warm) and not failures:  # fails while another model is loaded, as a GPU would
+            failures.append(1)
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Fake, "__init__", flaky)
+    engine = warm.get("fake", "separate", "b", None, {"size": 2})
+    assert (
+        failures == [1] and len(warm) == 1 and warm.get("fake", "separate", "b", None, {"size": 2}) is engine
+    )
+    monkeypatch.setattr(
+        _Fake, "__init__", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("bad shape"))
+    )
+    with pytest.raises(RuntimeError, match="bad shape"):  # other errors are not retried
+        warm.get("fake", "separate", "c", None, {"size": 2})

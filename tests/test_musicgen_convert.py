@@ -31,14 +31,9 @@ FAST = conditioning.Settings(prompt=2.0)
 
 @pytest.fixture(scope="module", autouse=True)
 def _offline_one_thread() -> Iterator[None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
+    with mf.one_torch_thread(), pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -34,15 +34,10 @@ FAST = conditioning.Settings(prompt=2.0)  # one bar of prompt at 120 bpm: keeps 
 @pytest.fixture(scope="module", autouse=True)
 def _offline_one_thread() -> Iterator[None]:
     """No hub, and torch on one thread for these tiny models (restored afterwards)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
+    with mf.one_torch_thread(), pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("TRANSFORMERS_OFFLINE", "1")
         yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

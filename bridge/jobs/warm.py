@@ -96,34 +96,24 @@ class WarmEngines:
         models_dir: Path | None,
         options: Mapping[str, Any],
     ) -> Engine:
+        def load() -> Engine:
+            return load_engine(resolved, capability, model=model, models_dir=models_dir, **options)
+
         try:
-            engine = load_engine(resolved, capability, model=model, models_dir=models_dir, **options)
-        except MemoryError:
-            engine = self._retry_alone(resolved, capability, model, models_dir, options)
-        except RuntimeError as exc:  # torch's out-of-memory errors are RuntimeErrors
-            if "out of memory" not in str(exc).lower():
+            engine = load()
+        except (MemoryError, RuntimeError) as exc:  # torch's out-of-memory errors are RuntimeErrors
+            if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
                 raise
-            engine = self._retry_alone(resolved, capability, model, models_dir, options)
+            log.warning(
+                "out of memory loading %s; unloading %d warm model(s) and trying again", resolved, len(self)
+            )
+            self.clear()
+            engine = load()
         self.loads += 1
         self._engines[key] = engine
         self._evict()
         log.info("loaded %s (%s), %.0f MiB warm", resolved, engine.model_name, self.bytes / MIB)
         return engine
-
-    def _retry_alone(
-        self,
-        resolved: str,
-        capability: str,
-        model: str | None,
-        models_dir: Path | None,
-        options: Mapping[str, Any],
-    ) -> Engine:
-        """Out of memory while others were warm: unload them all and load once more."""
-        log.warning(
-            "out of memory loading %s; unloading the %d warm model(s) and trying again", resolved, len(self)
-        )
-        self.clear()
-        return load_engine(resolved, capability, model=model, models_dir=models_dir, **options)
 
     def _evict(self) -> None:
         dropped = False
