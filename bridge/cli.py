@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="shifted passes averaged, 0 to 20: better, slower (default 1)",
     )
+    d.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default=None,
+        help="auto (default): bfloat16 on CPUs that do it in hardware (about 2x faster), else float32",
+    )
     _add_job_options(p)
 
     p = command(
@@ -235,7 +241,7 @@ def _demucs_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None and not low <= value <= high:
             raise InvalidArgument(f"--{name} must be between {low:g} and {high:g}, got {value:g}")
-    return {name: getattr(args, name) for name in checks}
+    return {**{name: getattr(args, name) for name in checks}, "precision": args.precision}
 
 
 def _section(args: argparse.Namespace) -> Any:

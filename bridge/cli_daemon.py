@@ -162,6 +162,9 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     q.add_argument("--segment", type=float, default=None, help="demucs: chunk length in seconds")
     q.add_argument("--overlap", type=float, default=None, help="demucs: chunk overlap, 0 to 0.99 (0.25)")
     q.add_argument("--shifts", type=int, default=None, help="demucs: shifted passes averaged, 0 to 20 (1)")
+    q.add_argument(
+        "--precision", choices=("auto", "float32", "bfloat16"), default=None, help="demucs: precision"
+    )
     _add_output_options(q)
 
     q = op(
@@ -325,6 +328,7 @@ def _job(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
             segment=args.segment,
             overlap=args.overlap,
             shifts=args.shifts,
+            precision=args.precision,
         )
         return [_absolute(args.file)], options
     options.update(

@@ -57,6 +57,13 @@ def song(tmp_path: Path) -> Path:
     return path
 
 
+def _chunking(engine: Engine) -> dict[str, Any]:
+    """An engine's cache settings but its precision (which follows this machine's CPU)."""
+    settings = engine.cache_settings()
+    assert settings.pop("precision") in ("float32", "bfloat16")
+    return settings
+
+
 def _settings(tmp_path: Path, models_dir: Path, **overrides: Any) -> Settings:
     return Settings(
         out_dir=tmp_path / "renders",
@@ -97,7 +104,7 @@ def test_daemon_separates_with_demucs_and_keeps_it_loaded(
     # one model loaded for all three: shifts is set per job, and back to its default after
     assert runner.engines.loads == 1 and len(runner.engines) == 1
     [engine] = runner.engines._engines.values()
-    assert engine.cache_settings() == {"segment": None, "overlap": 0.25, "shifts": 1}
+    assert _chunking(engine) == {"segment": None, "overlap": 0.25, "shifts": 1}
 
 
 def test_request_command_reports_engine_model_and_passes_demucs_options(
@@ -108,13 +115,14 @@ def test_request_command_reports_engine_model_and_passes_demucs_options(
     result = tmp_path / "r.json"
     with DaemonThread(settings, runner, discovery=False) as d:
         argv = ["request", "separate", str(song), "--stems", "bass", "--shifts", "0", "--overlap", "0.5"]
+        argv += ["--precision", "bfloat16"]
         assert main([*argv, "--port", str(d.port), "--result-file", str(result), "--json"]) == 0
     payload = json.loads(result.read_text())
     assert (payload["status"], payload["engine"], payload["model"]) == ("done", "demucs", "htdemucs")
     assert [o["stem"] for o in payload["outputs"]] == ["bass"]
     assert json.loads(capsys.readouterr().out)["engine"] == "demucs"
     [engine] = runner.engines._engines.values()
-    assert engine.cache_settings() == {"segment": None, "overlap": 0.5, "shifts": 0}
+    assert engine.cache_settings() == {"segment": None, "overlap": 0.5, "shifts": 0, "precision": "bfloat16"}
 
 
 def test_daemon_generates_with_musicgen_bar_exact(tmp_path: Path, models_dir: Path, song: Path) -> None:
@@ -344,7 +352,7 @@ def test_auto_with_a_named_model_never_falls_back(tmp_path: Path, models_dir: Pa
 def test_separation_cache_key_depends_on_demucs_options(models_dir: Path) -> None:
     one = load_engine("demucs", "separate", models_dir=models_dir, shifts=0)
     two = load_engine("demucs", "separate", models_dir=models_dir, shifts=1, overlap=0.5)
-    assert one.cache_settings() == {"segment": None, "overlap": 0.25, "shifts": 0}
+    assert _chunking(one) == {"segment": None, "overlap": 0.25, "shifts": 0}
     assert two.cache_settings()["overlap"] == 0.5 and one.cache_settings() != two.cache_settings()
     assert np.isfinite(one.model_bytes) and one.model_bytes > 0
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 # Job options that go to the engine itself (demucs's chunking), not to the pipeline.
-ENGINE_OPTIONS = ("segment", "overlap", "shifts")
+ENGINE_OPTIONS = ("segment", "overlap", "shifts", "precision")
 
 
 class PipelineRunner:

@@ -54,6 +54,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "segment": "segment",
         "overlap": "overlap",
         "shifts": "shifts",
+        "precision": "precision",
     },
     "generate": {
         **_OUTPUT,

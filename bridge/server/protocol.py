@@ -135,6 +135,13 @@ def _model(value: Any) -> str:
     return name
 
 
+def _precision(value: Any) -> str:
+    text = as_text("precision", value).strip().lower()
+    if text not in ("auto", "float32", "bfloat16"):
+        raise InvalidArgument(f"precision must be auto, float32 or bfloat16, got {describe(value)}")
+    return text
+
+
 def _stem_list(values: list[Any], known: Sequence[str]) -> list[str]:
     stems: list[str] = []
     for value in values:
@@ -209,6 +216,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "segment": ("segment", lambda v: as_float("segment", v, 0.1, 600.0)),
         "overlap": ("overlap", lambda v: as_float("overlap", v, 0.0, 0.99)),
         "shifts": ("shifts", lambda v: as_int("shifts", v, 0, 20)),
+        "precision": ("precision", _precision),
     },
     "generate": {
         **_OUTPUT,
