@@ -92,6 +92,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="the engine's and the daemon's (default auto: bfloat16 on CPUs that do it in hardware); the bare "
+        "model.generate runs float32, as transformers loads it",
+    )
+    parser.add_argument(
         "--paths", default=None, help=f"comma-separated, among {','.join(PATHS)} (default: all but bare-many)"
     )
     parser.add_argument(
@@ -128,8 +135,13 @@ def main() -> None:
             del model
             print(f"built and saved {MODEL} (random weights) in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
-        engine = MusicgenEngine(model=str(folder), device=args.device, isolate=False)
-        print(f"engine load: {time.perf_counter() - start:.1f} s, {engine.model_bytes / 2**20:.0f} MiB")
+        engine = MusicgenEngine(
+            model=str(folder), device=args.device, isolate=False, precision=args.precision
+        )
+        print(
+            f"engine load: {time.perf_counter() - start:.1f} s, {engine.model_bytes / 2**20:.0f} MiB, "
+            f"{engine.precision}"
+        )
 
         sr = 44100
         context = context_audio(args.bpm, args.context_bars, sr)
@@ -141,6 +153,11 @@ def main() -> None:
 
         # The bare call does what the engine's model call does: same text, prompt, tokens and sampling.
         lm = engine._lm
+        bare_model = lm.model  # the stock float32 model for the bare calls, as transformers loads it
+        if engine.precision != "float32":
+            from transformers import MusicgenForConditionalGeneration
+
+            bare_model = MusicgenForConditionalGeneration.from_pretrained(folder).to(lm.device).eval()
         rate = lm.sample_rate
         grid = spec.grid(rate)
         plan = conditioning.plan(grid, 0, grid.samples_for_bars(args.bars), lm.hop, engine.windows)
@@ -153,10 +170,10 @@ def main() -> None:
         def bare(rows: int = 1) -> None:
             tokens = lm.tokenizer([text] * rows, return_tensors="pt")
             with torch.inference_mode():
-                lm.model.generate(
+                bare_model.generate(
                     input_ids=tokens["input_ids"].to(lm.device),
                     attention_mask=tokens["attention_mask"].to(lm.device),
-                    input_values=torch.from_numpy(np.repeat(prompt, rows, 0)).to(lm.device, lm.model.dtype),
+                    input_values=torch.from_numpy(np.repeat(prompt, rows, 0)).to(lm.device, bare_model.dtype),
                     max_new_tokens=steps,
                     do_sample=True,
                     top_k=250,
@@ -164,7 +181,7 @@ def main() -> None:
                 )
 
         def bare_fixed() -> None:
-            with without_duplicate_prefill(lm.model):
+            with without_duplicate_prefill(bare_model):
                 bare()
 
         print(
@@ -186,7 +203,14 @@ def main() -> None:
             client, runner = stack.enter_context(
                 warm_daemon(root / "daemon", models, device=args.device, threads=args.threads)
             )
-            request = {"context": str(wav), "bpm": args.bpm, "bars": args.bars, "model": MODEL, "seed": 1}
+            request = {
+                "context": str(wav),
+                "bpm": args.bpm,
+                "bars": args.bars,
+                "model": MODEL,
+                "seed": 1,
+                "precision": args.precision,
+            }
             run["daemon"] = lambda: daemon_generate(client, request, 1)
             run["daemon-many"] = lambda: daemon_generate(client, request, args.variations)
             warnings: list[str] = []

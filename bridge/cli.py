@@ -56,6 +56,12 @@ def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None
             "--threads", type=int, default=None, help="CPU threads for models (default: one per core)"
         )
         g.add_argument(
+            "--precision",
+            choices=("auto", "float32", "bfloat16"),
+            default=None,
+            help="auto (default): bfloat16 on CPUs that do it in hardware (about 2x faster), else float32",
+        )
+        g.add_argument(
             "--allow-download",
             action=argparse.BooleanOptionalAction,
             default=None,
@@ -123,12 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="shifted passes averaged, 0 to 20: better, slower (default 1)",
     )
-    d.add_argument(
-        "--precision",
-        choices=("auto", "float32", "bfloat16"),
-        default=None,
-        help="auto (default): bfloat16 on CPUs that do it in hardware (about 2x faster), else float32",
-    )
+
     _add_job_options(p)
 
     p = command(
@@ -241,7 +242,7 @@ def _demucs_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None and not low <= value <= high:
             raise InvalidArgument(f"--{name} must be between {low:g} and {high:g}, got {value:g}")
-    return {**{name: getattr(args, name) for name in checks}, "precision": args.precision}
+    return {name: getattr(args, name) for name in checks}
 
 
 def _section(args: argparse.Namespace) -> Any:
@@ -252,13 +253,14 @@ def _section(args: argparse.Namespace) -> Any:
     return Section(args.start or 0.0, args.length)
 
 
-def _engine_options(settings: Any, **extra: Any) -> dict[str, Any]:
+def _engine_options(settings: Any, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """What the pipeline hands the engine besides the model: the settings' device, threads and downloads,
     and the command's own engine options (unset ones left out)."""
     options = {
         "device": settings.device,
         "threads": settings.threads or None,
         "allow_download": settings.allow_download,
+        "precision": args.precision,
     }
     return {**options, **{k: v for k, v in extra.items() if v is not None}}
 
@@ -322,7 +324,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
-            engine_options=_engine_options(s, **_demucs_options(args)),
+            engine_options=_engine_options(s, args, **_demucs_options(args)),
             section=_section(args),
             progress=bar,
         ),
@@ -353,7 +355,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
-            engine_options=_engine_options(s),
+            engine_options=_engine_options(s, args),
             match_loudness=not args.no_loudness_match,
             context_starts=args.context_start,
             progress=bar,
@@ -383,7 +385,7 @@ def cmd_vary(args: argparse.Namespace) -> int:
             engine=s.engine,
             model=args.model,
             models_dir=s.models_dir,
-            engine_options=_engine_options(s),
+            engine_options=_engine_options(s, args),
             section=_section(args),
             progress=bar,
         ),

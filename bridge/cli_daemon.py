@@ -162,9 +162,6 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
     q.add_argument("--segment", type=float, default=None, help="demucs: chunk length in seconds")
     q.add_argument("--overlap", type=float, default=None, help="demucs: chunk overlap, 0 to 0.99 (0.25)")
     q.add_argument("--shifts", type=int, default=None, help="demucs: shifted passes averaged, 0 to 20 (1)")
-    q.add_argument(
-        "--precision", choices=("auto", "float32", "bfloat16"), default=None, help="demucs: precision"
-    )
     _add_output_options(q)
 
     q = op(
@@ -229,6 +226,9 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine and output")
     g.add_argument("--engine", default=None, help="engine name, or auto")
     g.add_argument("--model", default=None, help="model name")
+    g.add_argument(
+        "--precision", choices=("auto", "float32", "bfloat16"), default=None, help="auto, float32 or bfloat16"
+    )
     g.add_argument(
         "--out",
         default=None,
@@ -305,6 +305,7 @@ def _output_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "engine": args.engine,
         "model": args.model,
+        "precision": args.precision,
         "out": args.out,
         "format": args.fmt,
         "bitdepth": args.bit_depth,
@@ -328,7 +329,6 @@ def _job(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
             segment=args.segment,
             overlap=args.overlap,
             shifts=args.shifts,
-            precision=args.precision,
         )
         return [_absolute(args.file)], options
     options.update(

@@ -73,9 +73,9 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def float32_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """demucs's own float32 numbers for "auto" here, whatever this CPU does (bfloat16 has its own test)."""
-    from bridge.engines.demucs_engine import run
+    from bridge.engines import precision
 
-    monkeypatch.setattr(run, "native_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
 
 
 @pytest.fixture(scope="session")
@@ -423,17 +423,17 @@ def test_catalog_entries_are_demucs_models_and_report_their_weights(models_dir: 
 def test_bfloat16_stays_close_to_float32_and_auto_follows_the_cpu(
     models_dir: Path, mix: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge.engines.demucs_engine import run
+    from bridge.engines import precision
 
     exact = _engine(models_dir, shifts=0).separate(mix, SR, [])
     fast = _engine(models_dir, shifts=0, precision="bfloat16").separate(mix, SR, [])
     for stem, reference in exact.items():
         error = float(np.sum((fast[stem] - reference) ** 2) / np.sum(reference**2))
         assert 0 < error < 1e-3, (stem, error)  # changed, and by less than -30 dB
-    monkeypatch.setattr(run, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
     assert _engine(models_dir, precision="auto").options.precision == "bfloat16"
-    assert run.pick_precision("auto", "cuda") == "float32"
-    monkeypatch.setattr(run, "native_bfloat16", lambda: False)
+    assert precision.pick_precision("auto", "cuda") == "float32"
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
     assert _engine(models_dir, precision=None).options.precision == "float32"
     with pytest.raises(InvalidArgument, match="precision must be auto, float32 or bfloat16, got 'half'"):
         _engine(models_dir, precision="half")

@@ -367,7 +367,7 @@ def test_melody_model_is_conditioned_on_the_context_chroma(
     calls = _spy_generate(engine, monkeypatch)
     takes = engine.generate(_context(240), SR, GenerateSpec(stem="piano", bpm=240, bars=2, variations=2))
     assert [t.shape for t in takes] == [(2, 88200)] * 2
-    chroma = calls[0]["input_features"]
+    chroma = calls[0]["input_features"].float()  # in the decoder's precision (bfloat16 on some CPUs)
     assert chroma.shape[0] == 2 and chroma.shape[-1] == 12
     assert np.all(chroma.sum(-1).numpy() == 1.0)  # one-hot frames
     assert np.bincount(chroma.argmax(-1).flatten().numpy(), minlength=12).argmax() in (9, 4, 0)  # A, E or C
@@ -440,3 +440,54 @@ def test_vary_through_the_pipeline(models: dict[str, Path], tmp_path: Path) -> N
     for output in result.outputs:
         assert (output.sample_rate, output.samples, output.channels) == (SR, 88200, 2)  # 2 bars at 240 bpm
     assert os.path.getsize(result.outputs[0].path) > 1000
+
+
+def test_precision_bfloat16_keeps_the_codec_in_float32(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from bridge.engines import precision
+
+    def dtypes(engine: MusicgenEngine) -> tuple[set[Any], set[Any]]:
+        model = engine._lm.model
+        codec = {p.dtype for p in model.audio_encoder.parameters()}
+        return codec, {p.dtype for p in model.decoder.parameters()}
+
+    fast = MusicgenEngine(model=str(models["tiny"]), isolate=False, windows=FAST, precision="bfloat16")
+    assert dtypes(fast) == ({torch.float32}, {torch.bfloat16})
+    (take,) = fast.generate(_context(), SR, GenerateSpec(stem="bass", bpm=120, bars=1, seed=2))
+    assert take.dtype == np.float32 and np.all(np.isfinite(take)) and np.max(np.abs(take)) > 1e-4
+    exact = MusicgenEngine(model=str(models["tiny"]), isolate=False, windows=FAST, precision="float32")
+    assert dtypes(exact) == ({torch.float32}, {torch.float32})
+    assert fast.model_bytes < exact.model_bytes  # the decoder's weights take half the memory
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    assert MusicgenEngine(model=str(models["tiny"]), isolate=False).precision == "float32"
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
+    assert MusicgenEngine(model=str(models["tiny"]), isolate=False).precision == "bfloat16"
+
+
+def test_only_the_end_of_the_prompt_is_decoded(
+    engine: MusicgenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.engines.musicgen import sampling
+
+    codec = engine._lm.model.audio_encoder
+    lengths: list[int] = []
+    decode = type(codec).decode
+
+    def spy(self: Any, audio_codes: Any, *args: Any, **kwargs: Any) -> Any:
+        lengths.append(int(audio_codes.shape[-1]))
+        return decode(self, audio_codes, *args, **kwargs)
+
+    monkeypatch.setattr(type(codec), "decode", spy)
+    warmup = sampling.CODEC_WARMUP_FRAMES
+    spec = GenerateSpec(stem="bass", bpm=120, bars=1, seed=5)
+    fast = engine.generate(_context(bars=4), SR, spec)[0]
+    monkeypatch.setattr(sampling, "CODEC_WARMUP_FRAMES", 10**6)  # decode the whole prompt, as generate does
+    full = engine.generate(_context(bars=4), SR, spec)[0]
+    hop_frames = engine._lm.sample_rate // engine._lm.hop  # frames per second
+    # 1 bar at 120 bpm is 2 s of frames, plus the 0.25 s margin past the window and the warm-up
+    assert lengths[0] < lengths[1] and lengths[0] <= hop_frames * 2.25 + warmup + 1
+    error = float(np.sum((fast - full) ** 2) / np.sum(full**2))
+    assert error < 1e-6  # the same audio: the codec has settled within the warm-up frames

@@ -195,6 +195,7 @@ Converter = Callable[[Any], Any]
 _OUTPUT: dict[str, tuple[str, Converter]] = {
     "engine": ("engine", _engine),
     "model": ("model", _model),
+    "precision": ("precision", lambda v: _precision(v)),
     "format": ("format", _format),
     "bitdepth": ("bit_depth", _bit_depth),
     "samplerate": ("sample_rate", lambda v: as_int("samplerate", v, 8000, 192000)),
@@ -216,7 +217,6 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "segment": ("segment", lambda v: as_float("segment", v, 0.1, 600.0)),
         "overlap": ("overlap", lambda v: as_float("overlap", v, 0.0, 0.99)),
         "shifts": ("shifts", lambda v: as_int("shifts", v, 0, 20)),
-        "precision": ("precision", _precision),
     },
     "generate": {
         **_OUTPUT,

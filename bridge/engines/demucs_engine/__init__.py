@@ -24,6 +24,7 @@ import numpy as np
 from bridge.engines.base import Engine, ProgressCallback
 from bridge.engines.demucs_engine.weights import model_status as _model_status
 from bridge.engines.demucs_engine.weights import pull
+from bridge.engines.precision import pick_precision
 from bridge.errors import InvalidArgument
 
 for _package in ("torch", "demucs"):
@@ -116,8 +117,6 @@ class DemucsEngine(Engine):
         default); checked here, so a bad value fails before any work."""
         from dataclasses import replace
 
-        from bridge.engines.demucs_engine import run
-
         unknown = sorted(set(options) - set(self.run_options))
         if unknown:
             raise InvalidArgument(f"the demucs engine has no option {', '.join(unknown)}")
@@ -127,7 +126,7 @@ class DemucsEngine(Engine):
             segment=_check_segment(segment, self._longest),
             overlap=_check_overlap(DEFAULT_OVERLAP if overlap is None else overlap),
             shifts=_check_shifts(DEFAULT_SHIFTS if shifts is None else shifts),
-            precision=run.pick_precision(precision, self.device or "cpu"),
+            precision=pick_precision(precision, self.device or "cpu"),
         )
 
     def cache_settings(self) -> dict[str, Any]:

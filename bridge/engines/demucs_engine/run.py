@@ -27,11 +27,9 @@ module imports torch: import it only when a model runs.
 from __future__ import annotations
 
 import contextlib
-import platform
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -43,7 +41,6 @@ from bridge.engines.base import Progress
 from bridge.errors import InvalidArgument
 
 MAX_SHIFT_SECONDS = 0.5
-PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_WORKERS = 4  # chunks in flight at once on the CPU; each holds its own activations (~0.8 GB for htdemucs)
 
 
@@ -102,28 +99,6 @@ def plan_workers(options: RunOptions) -> tuple[int, int]:
     threads = torch.get_num_threads()
     workers = min(MAX_WORKERS, threads) if options.workers is None else options.workers
     return (0, 0) if workers <= 1 else (workers, max(1, threads // workers))
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU does bfloat16 arithmetic in hardware (x86 ``avx512_bf16`` or ``amx_bf16``; Linux only,
-    where the flags can be read: elsewhere float32 stays the default)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def pick_precision(requested: str | None, device: str) -> str:
-    """``auto``: bfloat16 on a CPU with native bfloat16, else float32. Raises InvalidArgument for other names."""
-    key = str(requested or "auto").strip().lower()
-    if key not in PRECISIONS:
-        raise InvalidArgument(f"precision must be auto, float32 or bfloat16, got {requested!r}")
-    if key == "auto":
-        return "bfloat16" if device == "cpu" and native_bfloat16() else "float32"
-    return key
 
 
 def _autocast(options: RunOptions) -> contextlib.AbstractContextManager[Any]:

@@ -32,6 +32,7 @@ from bridge.engines.base import GENERATE_STEMS, Engine, GenerateSpec, Progress, 
 from bridge.engines.musicgen import conditioning, loading
 from bridge.engines.musicgen.isolation import SOURCES, Isolator
 from bridge.engines.musicgen.loading import DEFAULT_MODEL, LoadedModel, pull
+from bridge.engines.precision import pick_precision
 from bridge.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class MusicgenEngine(Engine):
         top_k: sample among the k likeliest tokens (default 250).
         temperature: sampling temperature (default 1).
         max_batch: rows per ``generate`` call; longer requests (windows x variations) run in several calls.
+        precision: ``auto`` (default: bfloat16 text encoder and decoder on a CPU that does bfloat16 in
+            hardware, about 2.4 times faster; the audio codec stays float32), ``float32`` or ``bfloat16``.
         windows: prompt and window lengths (:class:`.conditioning.Settings`).
 
     Raises:
@@ -85,6 +88,7 @@ class MusicgenEngine(Engine):
         temperature: float = 1.0,
         max_batch: int = 16,
         windows: conditioning.Settings | None = None,
+        precision: str | None = None,
     ) -> None:
         super().__init__(model, models_dir, device)
         if not 1.0 <= float(guidance_scale) <= 20.0:
@@ -101,6 +105,7 @@ class MusicgenEngine(Engine):
         self.max_batch = int(max_batch)
         self.windows = windows or conditioning.Settings()
         self.device = loading.pick_device(device)
+        self.precision = pick_precision(precision, self.device)
         self._lm: LoadedModel = self._load(model, models_dir, self.device, allow_download)
         self.sample_rate = self._lm.sample_rate
         #: Bytes of the loaded parameters and buffers: what keeping this instance warm costs.
@@ -113,7 +118,7 @@ class MusicgenEngine(Engine):
         self, model: str | None, models_dir: Path | None, device: str, allow_download: bool
     ) -> LoadedModel:
         source = loading.resolve(model, models_dir, allow_download=allow_download)
-        return loading.load(source, device, allow_download=allow_download)
+        return loading.load(source, device, allow_download=allow_download, precision=self.precision)
 
     @classmethod
     def model_status(cls, model: str, models_dir: Path | None) -> str | None:

@@ -35,6 +35,9 @@ from bridge.engines.musicgen.loading import LoadedModel
 
 _SEED_MASK = (1 << 63) - 1
 PREFILL_CHUNK = 50  # prompt frames per decoder pass between progress reports (1 s at 50 Hz)
+# Frames of the prompt decoded before the continuation so the codec's LSTM state settles: 25 already matched a
+# decode of everything to -123 dB (full-size EnCodec, random weights); 50 (1 s) leaves room.
+CODEC_WARMUP_FRAMES = 50
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,9 @@ def encode_prompts(lm: LoadedModel, prompts: np.ndarray) -> torch.Tensor:
     """EnCodec codes of ``prompts`` ``[B, C, P]`` (P whole frames) as decoder input ids ``[B * K, P / hop]``;
     stereo models get left and right codebooks interleaved, as MusicGen's stereo models expect."""
     model = lm.model
-    x = torch.from_numpy(np.ascontiguousarray(prompts, dtype=np.float32)).to(lm.device, model.dtype)
+    x = torch.from_numpy(np.ascontiguousarray(prompts, dtype=np.float32)).to(
+        lm.device, _dtype(model.audio_encoder)
+    )
     with torch.inference_mode():
         if lm.channels == 1:
             codes = model.audio_encoder.encode(x[:, :1]).audio_codes[0]
@@ -89,6 +94,38 @@ def encode_prompts(lm: LoadedModel, prompts: np.ndarray) -> torch.Tensor:
         )
     ids: torch.Tensor = codes.reshape(-1, codes.shape[-1])
     return ids
+
+
+@contextmanager
+def decode_only_the_end(model: Any, keep: int) -> Iterator[None]:
+    """Make ``generate`` decode only the last ``keep`` frames of its codes (the prompt's decoded audio is never
+    used: the engine keeps the continuation), leaving silence before them so the audio keeps its length.
+
+    ``generate`` decodes prompt and continuation together; a 10 s prompt before 2 s of new audio cost the
+    codec 6 times the work, and with 4 variations it took more time than the decoder's sampling.
+    """
+    codec = model.audio_encoder
+    decode = codec.decode
+
+    def tail(audio_codes: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        start = max(0, audio_codes.shape[-1] - keep)
+        out = decode(audio_codes[..., start:], *args, **kwargs)
+        if start:
+            hop = int(model.config.audio_encoder.hop_length)
+            out.audio_values = torch.nn.functional.pad(out.audio_values, (start * hop, 0))
+        return out
+
+    codec.decode = tail  # an instance attribute shadows the method for this call only
+    try:
+        yield
+    finally:
+        del codec.decode
+
+
+def _dtype(module: Any) -> torch.dtype:
+    """The floating-point type of ``module``'s weights (the codec and the decoder may differ)."""
+    dtype: torch.dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
+    return dtype
 
 
 def _source_has(cls: type, attribute: str, text: str) -> bool:
@@ -245,7 +282,8 @@ def generate_rows(
         frames: frames to generate after the prompt.
 
     Returns:
-        ``[len(rows), channels, P + frames * hop]`` float32: the decoded prompt, then the continuation.
+        ``[len(rows), channels, P + frames * hop]`` float32: the continuation after ``P`` samples that hold only
+        the decoded end of the prompt (its last :data:`CODEC_WARMUP_FRAMES` frames; silence before them).
     """
     report = Progress(progress)
     model = lm.model
@@ -259,7 +297,11 @@ def generate_rows(
     delay = lm.num_codebooks // lm.channels - 1
     steps = frames + delay
     prompt_frames = 0
-    with torch.inference_mode(), without_duplicate_prefill(model):
+    with (
+        torch.inference_mode(),
+        without_duplicate_prefill(model),
+        decode_only_the_end(model, frames + CODEC_WARMUP_FRAMES),
+    ):
         if prompts is not None and prompts.shape[-1] > 0:
             codes = encode_prompts(lm, prompts).reshape(prompts.shape[0], lm.num_codebooks, -1)
             prompt_frames = prompts.shape[-1] // lm.hop
@@ -269,7 +311,8 @@ def generate_rows(
                 inputs["decoder_input_ids"] = codes[index.to(codes.device)].reshape(-1, codes.shape[-1])
         if melody is not None and lm.melody:
             chroma = torch.from_numpy(melody_chroma(melody, lm))[index]
-            inputs["input_features"] = chroma.to(lm.device, model.dtype)
+            proj = getattr(model, "audio_enc_to_dec_proj", model.decoder)
+            inputs["input_features"] = chroma.to(lm.device, _dtype(proj))
         out = model.generate(
             **inputs,
             max_new_tokens=steps,
