@@ -110,3 +110,27 @@ def warm_daemon(
         Client(Endpoint("127.0.0.1", daemon.port), answer_timeout=10) as client,
     ):
         yield client, runner
+
+
+def run_rounds(
+    paths: list[str],
+    repeat: int,
+    best: Best,
+    time_path: Callable[[str], tuple[float, float]],
+) -> None:
+    """``repeat`` rounds of every path in turn (interleaved, so load changes hit them alike), each printed."""
+    for round_ in range(repeat):
+        for name in paths:
+            wall, cpu = time_path(name)
+            best.add(name, wall, cpu)
+            print(f"  run {round_ + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+
+
+def check_warm(runner: PipelineRunner | None) -> None:
+    """Stop with an error unless the benchmark's daemon (if any) loaded its model exactly once."""
+    if runner is None:
+        return
+    loads = runner.engines.loads
+    print(f"daemon: engines loaded {loads} time(s) over all its jobs (warm-up included)")
+    if loads != 1:
+        raise SystemExit(f"the daemon loaded the model {loads} times; it should stay warm after one")

@@ -35,22 +35,13 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import cpu_model  # noqa: E402
 from bridge.client import Client, Endpoint  # noqa: E402
 from bridge.pipeline import OutputOptions, separate_file  # noqa: E402
 from bridge.server import protocol  # noqa: E402
 from bridge.server.daemon import read_port_file  # noqa: E402
 from bridge.server.osc import decode_packet, encode_message  # noqa: E402
 from tests import synth  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def start_daemon(work: Path) -> tuple[subprocess.Popen[bytes], Endpoint]:

@@ -50,7 +50,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Best, choose_paths, machine, timed, warm_daemon  # noqa: E402
+from bench._common import Best, check_warm, choose_paths, machine, run_rounds, timed, warm_daemon  # noqa: E402
 from bridge.client import Client  # noqa: E402
 from tests import model_fixtures as mf  # noqa: E402
 from tests import synth  # noqa: E402
@@ -202,16 +202,10 @@ def main() -> None:
             if name in WARM_UP:
                 wall, cpu = timed(run[name])
                 print(f"  warm-up {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
-        for round_ in range(args.repeat):
-            for name in paths:
-                wall, cpu = timed_cli(cli) if name == "cli" else timed(run[name])
-                best.add(name, wall, cpu)
-                print(f"  run {round_ + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
-        if runner is not None:
-            loads = runner.engines.loads
-            print(f"daemon: engines loaded {loads} time(s) over all its jobs (warm-up included)")
-            if loads != 1:
-                raise SystemExit(f"the daemon loaded the model {loads} times; it should stay warm after one")
+        run_rounds(
+            paths, args.repeat, best, lambda name: timed_cli(cli) if name == "cli" else timed(run[name])
+        )
+        check_warm(runner)
 
     print(f"machine at the end: load average {os.getloadavg()[0]:.2f}")
     print("\nbest times (wall, and CPU seconds of all threads: steadier on a shared machine):")

@@ -49,7 +49,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Best, choose_paths, machine, timed, warm_daemon  # noqa: E402
+from bench._common import Best, check_warm, choose_paths, machine, run_rounds, timed, warm_daemon  # noqa: E402
 from bridge.audio.timing import Grid  # noqa: E402
 from bridge.client import Client  # noqa: E402
 from bridge.engines.base import GenerateSpec  # noqa: E402
@@ -157,7 +157,8 @@ def main() -> None:
         if engine.precision != "float32":
             from transformers import MusicgenForConditionalGeneration
 
-            bare_model = MusicgenForConditionalGeneration.from_pretrained(folder).to(lm.device).eval()
+            loaded: Any = MusicgenForConditionalGeneration.from_pretrained(folder)
+            bare_model = loaded.to(lm.device).eval()
         rate = lm.sample_rate
         grid = spec.grid(rate)
         plan = conditioning.plan(grid, 0, grid.samples_for_bars(args.bars), lm.hop, engine.windows)
@@ -217,16 +218,8 @@ def main() -> None:
             wall, cpu = timed(lambda: warnings.extend(daemon_generate(client, request, 1)))
             print(f"  warm-up daemon (loads the model): {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
             print(f"  the daemon's notes on its job: {warnings or 'none'}")
-        for round_ in range(args.repeat):
-            for name in paths:
-                wall, cpu = timed(run[name])
-                best.add(name, wall, cpu)
-                print(f"  run {round_ + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
-        if runner is not None:
-            loads = runner.engines.loads
-            print(f"daemon: engines loaded {loads} time(s) over all its jobs (warm-up included)")
-            if loads != 1:
-                raise SystemExit(f"the daemon loaded the model {loads} times; it should stay warm after one")
+        run_rounds(paths, args.repeat, best, lambda name: timed(run[name]))
+        check_warm(runner)
 
     print(f"machine at the end: load average {os.getloadavg()[0]:.2f}")
     n = args.variations
