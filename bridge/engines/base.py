@@ -235,8 +235,8 @@ def model_is_path(text: str) -> bool:
 # How to get an engine that does not import.
 INSTALL_HINTS: dict[str, str] = {
     "models": "install it with: pip install 'stembridge[models]'",
-    # the module's own ImportError says how (an environment of its own)
-    "audiocraft": "",
+    "audiocraft": "it needs audiocraft in an environment of its own (Python 3.10, torch 2.1): pip install "
+    "'stembridge[audiocraft]' there; the musicgen engine runs the same models without it",
 }
 
 # What "auto" picks, best first, per capability; the first that is available wins.
@@ -272,6 +272,8 @@ def engine_class(name: str) -> type[Engine]:
         return _import(ENGINES[key])
     except EngineUnavailable as exc:
         hint = INSTALL_HINTS.get(key, INSTALL_HINTS["models"])
+        if "stembridge[" in str(exc):  # the engine module's own message already says how
+            hint = ""
         raise EngineUnavailable(
             f"engine {key!r} is not available: {exc}" + (f"; {hint}" if hint else "")
         ) from exc
