@@ -256,13 +256,8 @@ def _section(args: argparse.Namespace) -> Any:
 def _engine_options(settings: Any, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """What the pipeline hands the engine besides the model: the settings' device, threads and downloads,
     and the command's own engine options (unset ones left out)."""
-    options = {
-        "device": settings.device,
-        "threads": settings.threads or None,
-        "allow_download": settings.allow_download,
-        "precision": args.precision,
-    }
-    return {**options, **{k: v for k, v in extra.items() if v is not None}}
+    own = {"precision": args.precision, **extra}
+    return {**settings.engine_options(), **{k: v for k, v in own.items() if v is not None}}
 
 
 def _output_options(args: argparse.Namespace, settings: Any) -> Any:

@@ -109,6 +109,11 @@ class Settings:
     watch_dir: Path | None = None
     watch_settle_s: float = 2.0
 
+    def engine_options(self) -> dict[str, Any]:
+        """What every engine is loaded with from here: the device, CPU threads (``None``: torch's default) and
+        whether weights may be downloaded."""
+        return {"device": self.device, "threads": self.threads or None, "allow_download": self.allow_download}
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-None ``overrides`` applied (paths expanded)."""
         clean = {k: v for k, v in overrides.items() if v is not None}

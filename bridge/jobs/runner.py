@@ -75,9 +75,7 @@ def run_job(
     model: str | None = o.get("model")
     models_dir = settings.models_dir
     engine_options = {
-        "device": settings.device,
-        "threads": settings.threads or None,
-        "allow_download": settings.allow_download,
+        **settings.engine_options(),
         **{k: o[k] for k in ENGINE_OPTIONS if o.get(k) is not None},
     }
     capability = spec.kind if spec.kind in ("separate", "generate", "vary") else ""

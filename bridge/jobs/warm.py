@@ -122,14 +122,16 @@ class WarmEngines:
             log.info("unloading %s (%s) to stay within the model memory budget", key[0], engine.model_name)
             dropped = True
         if dropped:
-            gc.collect()
-            torch = sys.modules.get("torch")
-            if torch is not None and torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            _release_memory()
 
     def clear(self) -> None:
         self._engines.clear()
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Give unloaded models' memory back now (and the GPU's cached blocks), not at the next collection."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
