@@ -227,54 +227,58 @@ def test_seeds_are_reproducible(engine: MusicgenEngine) -> None:
     assert not np.allclose(first[0], other[0]) and not np.allclose(first[0], first[1])
 
 
-def _spy_generate(engine: MusicgenEngine, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+def _spy_rows(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record each call of :func:`sampling.generate_rows` (one batch of rows) with its arguments."""
+    from bridge.engines.musicgen import sampling
+
     calls: list[dict[str, Any]] = []
-    model = engine._lm.model
-    real = model.generate
+    real = sampling.generate_rows
 
-    def spy(**kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return real(**kwargs)
+    def spy(lm: Any, texts: Any, prompts: Any, melody: Any, rows: Any, seeds: Any, *rest: Any) -> Any:
+        calls.append({"texts": texts, "prompts": prompts, "melody": melody, "rows": rows, "seeds": seeds})
+        return real(lm, texts, prompts, melody, rows, seeds, *rest)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(sampling, "generate_rows", spy)
     return calls
 
 
 def test_variations_are_one_batch(engine: MusicgenEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _spy_generate(engine, monkeypatch)
+    calls = _spy_rows(monkeypatch)
     takes = engine.generate(_context(240), SR, GenerateSpec(stem="keys", bpm=240, bars=2, variations=4))
     assert len(takes) == 4 and len(calls) == 1
-    assert calls[0]["input_ids"].shape[0] == 4
+    assert calls[0]["rows"] == [0, 0, 0, 0] and len(set(calls[0]["seeds"])) == 4  # one window, four seeds
     prompt_frames = conditioning.prompt_samples(Grid(240, sample_rate=32000), 640, FAST.prompt) // 640
-    # 4 rows x 4 codebooks of BOS + prompt codes, continued from the shared prefill's cache
-    assert tuple(calls[0]["decoder_input_ids"].shape) == (4 * 4, 1 + prompt_frames)
-    assert calls[0]["past_key_values"] is not None
+    assert calls[0]["prompts"].shape == (1, 1, prompt_frames * 640)  # the shared prompt, once
 
 
 def test_variations_share_one_prompt_prefill(engine: MusicgenEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decoder runs over the prompt once for all variations (and not twice, as transformers 5's generate
-    would); the samples are the same as without sharing."""
-    from bridge.engines.musicgen import sampling
+    """The decoder runs over the prompt once for all variations; variation v is the same take whether one or
+    three were asked for."""
+    from bridge.engines.musicgen import decoding
 
     decoder = engine._lm.model.decoder
     real = decoder.forward
-    lengths: list[int] = []
+    calls: list[tuple[int, int]] = []
 
     def counting(*args: Any, **kwargs: Any) -> Any:
-        lengths.append(int(kwargs["input_ids"].shape[-1]))
+        ids = kwargs["input_ids"]
+        calls.append((int(ids.shape[0]) // 4, int(ids.shape[-1])))  # (rows, positions); 4 codebooks
         return real(*args, **kwargs)
 
     monkeypatch.setattr(decoder, "forward", counting)
     spec = GenerateSpec(stem="bass", bpm=240, bars=1, variations=3, seed=11)
     shared = engine.generate(_context(240), SR, spec)
     prompt_frames = conditioning.prompt_samples(Grid(240, sample_rate=32000), 640, FAST.prompt) // 640
-    passes = -(-prompt_frames // sampling.PREFILL_CHUNK)
-    assert sum(n > 1 for n in lengths) == passes  # one prefill (in chunks), over the distinct prompt
-    monkeypatch.setattr(sampling, "can_share_prefill", lambda lm: False)
-    lengths.clear()
-    plain = engine.generate(_context(240), SR, spec)
-    assert sum(n > 1 for n in lengths) == 1  # generate's own prefill, once
-    assert all(np.array_equal(a, b) for a, b in zip(shared, plain, strict=True))
+    # one prefill, over the start token and the distinct prompt in chunks, both guidance halves
+    prefill = [n for rows, n in calls if rows == 2]
+    assert sum(prefill) == prompt_frames + 1 and len(prefill) == -(
+        -(prompt_frames + 1) // decoding.PREFILL_CHUNK
+    )
+    assert all(rows == 6 and n == 1 for rows, n in calls[len(prefill) :])  # then 3 rows x 2 halves per step
+    one = GenerateSpec(stem="bass", bpm=240, bars=1, variations=1, seed=11)
+    (alone,) = engine.generate(_context(240), SR, one)
+    np.testing.assert_allclose(shared[0], alone, atol=1e-5)
+    assert not np.allclose(shared[0], shared[1])
 
 
 def test_text_prompt_names_stem_prompt_tempo_and_key(
@@ -287,11 +291,9 @@ def test_text_prompt_names_stem_prompt_tempo_and_key(
     assert conditioning.text_prompt("pad", "", 96.5, None, TimeSignature(6, 8)) == (
         "solo ambient synth pad, sustained chords, 96.5 bpm, 6/8 time"
     )
-    calls = _spy_generate(engine, monkeypatch)
+    calls = _spy_rows(monkeypatch)
     engine.generate(_context(240), SR, GenerateSpec(stem="bass", bpm=240, bars=1, prompt="dub"))
-    tokens = calls[0]["input_ids"][0]
-    text = engine._lm.tokenizer.decode(tokens, skip_special_tokens=True)
-    assert text.replace(" ", "") == "solobassline,dub,240bpm,inAminor"
+    assert calls[0]["texts"] == ["solo bass line, dub, 240 bpm, in A minor"]
 
 
 def test_windows_cover_the_context_bars(engine: MusicgenEngine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,11 +308,17 @@ def test_windows_cover_the_context_bars(engine: MusicgenEngine, monkeypatch: pyt
     seen: dict[str, Any] = {}
 
     def fake(
-        texts: list[str], prompts: Any, melody: Any, rows: list[int], frames: int, *rest: Any
+        texts: list[str],
+        prompts: Any,
+        melody: Any,
+        rows: list[int],
+        seeds: list[int],
+        frames: int,
+        *rest: Any,
     ) -> np.ndarray:
         seen.update(prompts=prompts, rows=rows, frames=frames)
-        out = np.zeros((len(rows), 1, prompts.shape[-1] + frames * hop), dtype=np.float32)
-        out[:, :, prompts.shape[-1] :] = (np.asarray(rows, dtype=np.float32) + 1.0)[:, None, None]
+        out = np.zeros((len(rows), 1, frames * hop), dtype=np.float32)
+        out[:] = (np.asarray(rows, dtype=np.float32) + 1.0)[:, None, None]
         return out
 
     monkeypatch.setattr(engine, "_generate_rows", fake)
@@ -363,12 +371,21 @@ def test_generate_without_context_and_progress_reaches_one(engine: MusicgenEngin
 def test_melody_model_is_conditioned_on_the_context_chroma(
     models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from bridge.engines.musicgen import decoding
+
     engine = MusicgenEngine(model=str(models["melody"]), isolate=False, windows=FAST)
-    calls = _spy_generate(engine, monkeypatch)
+    seen: list[Any] = []
+    real = decoding.Decoder.run
+
+    def spy(self: Any, cond: Any, *args: Any) -> Any:
+        seen.append(cond.chroma)
+        return real(self, cond, *args)
+
+    monkeypatch.setattr(decoding.Decoder, "run", spy)
     takes = engine.generate(_context(240), SR, GenerateSpec(stem="piano", bpm=240, bars=2, variations=2))
     assert [t.shape for t in takes] == [(2, 88200)] * 2
-    chroma = calls[0]["input_features"].float()  # in the decoder's precision (bfloat16 on some CPUs)
-    assert chroma.shape[0] == 2 and chroma.shape[-1] == 12
+    chroma = seen[0].float()
+    assert chroma.shape[0] == 1 and chroma.shape[-1] == 12  # one window: its two variations share it
     assert np.all(chroma.sum(-1).numpy() == 1.0)  # one-hot frames
     assert np.bincount(chroma.argmax(-1).flatten().numpy(), minlength=12).argmax() in (9, 4, 0)  # A, E or C
 

@@ -30,7 +30,7 @@ from bridge.engines.musicgen.engine import MusicgenEngine
 from bridge.errors import ModelNotFound
 
 if TYPE_CHECKING:
-    from bridge.engines.musicgen.sampling import Sampling
+    from bridge.engines.musicgen.sampler import Sampling
 
 if importlib.util.find_spec("audiocraft") is None:
     raise ImportError(
@@ -108,11 +108,16 @@ class AudiocraftEngine(MusicgenEngine):
         prompts: np.ndarray | None,
         melody: np.ndarray | None,
         rows: list[int],
+        seeds: list[int],
         frames: int,
         sampling: Sampling,
         progress: ProgressCallback,
     ) -> np.ndarray:
+        """The continuations ``[B, C, frames * hop]``; audiocraft samples from torch's global generator, seeded
+        here by the first row's seed (its rows are drawn together, so a row's take depends on the batch)."""
         import torch
+
+        from bridge.engines.musicgen.sampler import seeded
 
         report = Progress(progress)
         lm = self._lm
@@ -126,13 +131,14 @@ class AudiocraftEngine(MusicgenEngine):
             duration=(prompt + frames * lm.hop) / lm.sample_rate,
         )
         net.set_custom_progress_callback(lambda done, total: report(done / max(1, total), "generate"))
-        if prompts is None:
-            wav = net.generate(texts, progress=False)
-        else:
-            audio = torch.from_numpy(np.ascontiguousarray(prompts[rows])).to(lm.device)
-            wav = net.generate_continuation(audio, lm.sample_rate, texts, progress=False)
-        out = wav.float().cpu().numpy()
-        want = prompt + frames * lm.hop
+        with seeded(seeds[0], lm.device):
+            if prompts is None:
+                wav = net.generate(texts, progress=False)
+            else:
+                audio = torch.from_numpy(np.ascontiguousarray(prompts[rows])).to(lm.device)
+                wav = net.generate_continuation(audio, lm.sample_rate, texts, progress=False)
+        out = wav.float().cpu().numpy()[..., prompt:]
+        want = frames * lm.hop
         if out.shape[-1] < want:
             out = np.pad(out, ((0, 0), (0, 0), (0, want - out.shape[-1])))
         return np.ascontiguousarray(out[..., :want], dtype=np.float32)

@@ -36,7 +36,7 @@ from bridge.engines.precision import pick_precision
 from bridge.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from bridge.engines.musicgen.sampling import Sampling
+    from bridge.engines.musicgen.sampler import Sampling
 
 for _package in ("torch", "transformers"):
     if importlib.util.find_spec(_package) is None:
@@ -223,7 +223,7 @@ class MusicgenEngine(Engine):
     # ------------------------------------------------------------------------------------------- helpers
 
     def _sampling(self, temperature: float) -> Sampling:
-        from bridge.engines.musicgen.sampling import Sampling
+        from bridge.engines.musicgen.sampler import Sampling
 
         return Sampling(temperature=temperature, top_k=self.top_k, guidance_scale=self.guidance_scale)
 
@@ -253,7 +253,7 @@ class MusicgenEngine(Engine):
     ) -> list[np.ndarray]:
         """Generate every window of ``plan`` ``n`` times (rows window-major, in batches of ``max_batch``) and
         stitch each variation's windows onto ``base`` ``[C, T]``."""
-        from bridge.engines.musicgen.sampling import seeded
+        from bridge.engines.musicgen.sampler import row_seed
 
         report = Progress(progress)
         lm = self._lm
@@ -268,19 +268,19 @@ class MusicgenEngine(Engine):
         rows = [(k, v) for k in range(len(windows)) for v in range(n)]
         chunks = [rows[i : i + self.max_batch] for i in range(0, len(rows), self.max_batch)]
         pieces: dict[tuple[int, int], np.ndarray] = {}
-        with seeded(seed, lm.device):
-            for c, chunk in enumerate(chunks):
-                audio = self._generate_rows(
-                    [text] * len(chunk),
-                    prompts,
-                    melody,
-                    [k for k, _ in chunk],
-                    plan.frames,
-                    sampling,
-                    report.sub(c / len(chunks), (c + 1) / len(chunks)),
-                )
-                for row, (k, v) in enumerate(chunk):
-                    pieces[(k, v)] = audio[row, :, plan.prompt :]
+        for c, chunk in enumerate(chunks):
+            audio = self._generate_rows(
+                [text] * len(chunk),
+                prompts,
+                melody,
+                [k for k, _ in chunk],
+                [row_seed(seed, k, v) for k, v in chunk],
+                plan.frames,
+                sampling,
+                report.sub(c / len(chunks), (c + 1) / len(chunks)),
+            )
+            for row, (k, v) in enumerate(chunk):
+                pieces[(k, v)] = audio[row]
         return [
             conditioning.stitch(base, [pieces[(k, v)] for k in range(len(windows))], windows)
             for v in range(n)
@@ -292,14 +292,15 @@ class MusicgenEngine(Engine):
         prompts: np.ndarray | None,
         melody: np.ndarray | None,
         rows: list[int],
+        seeds: list[int],
         frames: int,
         sampling: Sampling,
         progress: ProgressCallback,
     ) -> np.ndarray:
-        """One batched model call: ``[B, C, prompt + frames * hop]`` (see :func:`.sampling.generate_rows`)."""
+        """One batch of rows: ``[B, C, frames * hop]``, the continuations (see :func:`.sampling.generate_rows`)."""
         from bridge.engines.musicgen.sampling import generate_rows
 
-        return generate_rows(self._lm, texts, prompts, melody, rows, frames, sampling, progress)
+        return generate_rows(self._lm, texts, prompts, melody, rows, seeds, frames, sampling, progress)
 
 
 def _deliver(take: np.ndarray, rate: int, sample_rate: int, channels: int, n_samples: int) -> np.ndarray:
