@@ -749,6 +749,41 @@ def test_connection_state_follows_pings(device: Device) -> None:
     assert ping3[1] == reply_port(answer)
 
 
+def pings(answer: dict[str, Any]) -> list[list[Any]]:
+    return [m for m in osc_out(answer) if m[0] == "/stembridge/ping"]
+
+
+def test_live_thisdevice_banging_again_starts_nothing_twice(device: Device) -> None:
+    """[live.thisdevice] bangs again whenever Live loads a preset into the device or the device is saved."""
+    now = 1_000_000
+    first = start(device, arrangement_set(), now=now)
+    assert len(pings(first)) == 1
+    (gen,) = osc_out(device.send("generate"))
+    again = device.send("init")
+    assert osc_out(again) == []  # no second ping
+    assert [o for o in again["outlets"] if o[0] == 1] == []  # the same reply port: the job's replies land
+    assert ui_text(again, "clip").startswith("drum loop.wav: 4 bars")  # the clip line is refreshed
+    assert [t["running"] for t in device.cmd("tasks")["result"]] == [True]  # one clock
+    device.cmd("time", now=now + 2500)
+    assert osc_out(device.cmd("tick")) == [gen]  # one resend, with the job's own id
+    device.cmd("time", now=now + 5000)
+    assert len(pings(device.cmd("tick"))) == 1
+    # one selection watcher: a new selection is shown once
+    assert len(ui(device.cmd("select", clip="live_set tracks 1 arrangement_clips 0"), "clip")) == 1
+    answer = device.reply("/stembridge/done", gen[2], "/r/drum_loop__bass__96bpm__4bars.wav")
+    assert any(c["fn"] == "create_audio_clip" for c in answer["calls"])  # the job kept its id
+
+
+def test_a_preset_that_recalls_the_same_port_sends_no_ping(device: Device) -> None:
+    """Loading a preset sends every stored parameter again, the Port box's too: an unchanged port changes
+    nothing; a new one is pinged at once."""
+    start(device, arrangement_set())
+    assert osc_out(device.send("daemonport", 9977)) == []
+    moved = device.send("daemonport", 9978)
+    assert [o for o in moved["outlets"] if o[0] == 0][:2] == [[0, "host", "127.0.0.1"], [0, "port", 9978]]
+    assert len(pings(moved)) == 1
+
+
 # --- insertion ----------------------------------------------------------------------------------------------
 
 
