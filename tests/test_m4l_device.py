@@ -932,6 +932,44 @@ STANDARD_CLASSES = {
 }  # fmt: skip
 
 
+# (inlets, outlets) of each Max object the patch uses, as Max creates them: the boxes Max saves for them in
+# Ableton's maxdevtools (maxdiff/known_objects.py, and the patch of its CPU Reporter device). [udpsend] has
+# one inlet once it has a host and port (known_objects lists it without, with none). [route a b c] and
+# [js file] depend on their arguments: see io_of.
+MAX_IO = {
+    "plugin~": (2, 2),
+    "plugout~": (2, 2),
+    "live.thisdevice": (1, 3),
+    "udpsend": (1, 0),
+    "udpreceive": (1, 1),
+    "prepend": (1, 1),
+    "message": (2, 1),
+    "comment": (1, 0),
+    "live.text": (1, 2),
+    "live.menu": (1, 3),
+    "live.numbox": (1, 2),
+    "live.dial": (1, 2),
+    "textedit": (1, 4),
+    "umenu": (1, 3),
+    "multislider": (1, 2),
+}
+AMXD_AUDIO_EFFECT = int.from_bytes(b"aaaa", "big")  # project.amxdtype: the ampf device type as a number
+
+
+def io_of(box: dict[str, Any]) -> tuple[int, int]:
+    """The inlets and outlets Max gives this box."""
+    if box["maxclass"] != "newobj":
+        return MAX_IO[box["maxclass"]]
+    name, *args = box["text"].split()
+    if name == "route":
+        return 2, max(1, len(args)) + 1  # an outlet per selector, and one for what matches none
+    if name == "js":
+        counts = re.search(r"^inlets = (\d+);\noutlets = (\d+);", (M4L / args[0]).read_text(), re.M)
+        assert counts, f"{args[0]} declares no inlets and outlets"
+        return int(counts.group(1)), int(counts.group(2))
+    return MAX_IO[name]
+
+
 @pytest.fixture(scope="module")
 def patch() -> dict[str, Any]:
     data = json.loads((M4L / "Stembridge.maxpat").read_text(encoding="utf-8"))
@@ -953,6 +991,32 @@ def test_every_patchcord_joins_an_existing_outlet_and_inlet(patch: dict[str, Any
         assert 0 <= outlet < boxes[src]["numoutlets"], f"{boxes[src].get('text')} has no outlet {outlet}"
         assert 0 <= inlet < boxes[dst]["numinlets"], f"{boxes[dst].get('text')} has no inlet {inlet}"
         assert len(boxes[src].get("outlettype", [])) == boxes[src]["numoutlets"]
+
+
+def test_every_object_has_the_inlets_and_outlets_max_gives_it(patch: dict[str, Any]) -> None:
+    for box in patch["boxes"]:
+        b = box["box"]
+        what = f"[{b.get('text') or b['maxclass']}] ({b['id']})"
+        expected = io_of(b)
+        assert (b["numinlets"], b["numoutlets"]) == expected, f"{what}: Max gives it {expected} (in, out)"
+
+
+def test_the_patch_carries_the_project_and_parameters_blocks_of_a_device(patch: dict[str, Any]) -> None:
+    """Max saves a device with a `project` block (its type in `amxdtype`) and a `parameters` block that lists
+    every parameter by box id with its long and short name."""
+    project = patch["project"]
+    assert project["amxdtype"] == AMXD_AUDIO_EFFECT
+    assert project["contents"] == {"patchers": {}}  # the scripts are beside the device (dependency_cache)
+    parameters = patch["parameters"]
+    listed = {k: v for k, v in parameters.items() if k.startswith("obj-")}
+    boxes = boxes_of(patch)
+    expected: dict[str, list[Any]] = {}
+    for i, b in boxes.items():
+        if b.get("parameter_enable") == 1:
+            valueof = b["saved_attribute_attributes"]["valueof"]
+            expected[i] = [valueof["parameter_longname"], valueof["parameter_shortname"], 0]
+    assert listed == expected
+    assert parameters["inherited_shortname"] == 1
 
 
 def test_every_object_is_standard_max_or_in_the_repo(patch: dict[str, Any]) -> None:
@@ -1073,6 +1137,20 @@ def test_the_build_check_fails_on_a_stale_device(tmp_path: Path) -> None:
         build.read_chunks(build.build_amxd(json.dumps(patch).encode())[:-10])
     with pytest.raises(ValueError, match="no top-level 'patcher'"):
         build.build_amxd(b"{}")
+
+
+def test_the_build_refuses_a_patch_whose_project_block_says_another_device_type() -> None:
+    build = load_build()
+    patch = json.loads((M4L / "Stembridge.maxpat").read_text())
+    midi = copy.deepcopy(patch)
+    midi["patcher"]["project"]["amxdtype"] = int.from_bytes(b"mmmm", "big")
+    refused = r"project\.amxdtype is 1835887981 \(mmmm\), not 1633771873 \(aaaa\)"
+    with pytest.raises(ValueError, match=refused):
+        build.build_amxd(json.dumps(midi).encode())
+    assert build.build_amxd(json.dumps(midi).encode(), device="midi")[8:12] == b"mmmm"
+    del midi["patcher"]["project"]
+    with pytest.raises(ValueError, match="no project block"):
+        build.build_amxd(json.dumps(midi).encode())
 
 
 def test_amxd_is_marked_binary_for_git() -> None:
