@@ -49,7 +49,11 @@
 					"id": "obj-2",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 0,
+					"numoutlets": 2,
+					"outlettype": [
+						"signal",
+						"signal"
+					],
 					"patching_rect": [
 						20.0,
 						80.0,
@@ -231,7 +235,7 @@
 				"box": {
 					"id": "obj-10",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -292,7 +296,7 @@
 				"box": {
 					"id": "obj-12",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -353,7 +357,7 @@
 				"box": {
 					"id": "obj-14",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -414,7 +418,7 @@
 				"box": {
 					"id": "obj-16",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -475,7 +479,7 @@
 				"box": {
 					"id": "obj-18",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -536,7 +540,7 @@
 				"box": {
 					"id": "obj-20",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -600,7 +604,7 @@
 				"box": {
 					"id": "obj-22",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -659,7 +663,7 @@
 				"box": {
 					"id": "obj-24",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -720,7 +724,7 @@
 				"box": {
 					"id": "obj-26",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -781,7 +785,7 @@
 				"box": {
 					"id": "obj-28",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -838,7 +842,7 @@
 				"box": {
 					"id": "obj-30",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -899,7 +903,7 @@
 				"box": {
 					"id": "obj-32",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -960,7 +964,7 @@
 				"box": {
 					"id": "obj-34",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -1007,7 +1011,7 @@
 				"box": {
 					"id": "obj-36",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -1076,7 +1080,7 @@
 				"box": {
 					"id": "obj-39",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -1123,7 +1127,7 @@
 				"box": {
 					"id": "obj-41",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
@@ -1991,6 +1995,74 @@
 				}
 			}
 		],
+		"parameters": {
+			"obj-11": [
+				"Generate",
+				"Generate",
+				0
+			],
+			"obj-13": [
+				"Vary",
+				"Vary",
+				0
+			],
+			"obj-15": [
+				"Cancel",
+				"Cancel",
+				0
+			],
+			"obj-17": [
+				"Reconnect",
+				"Reconnect",
+				0
+			],
+			"obj-19": [
+				"Show folder",
+				"Show folder",
+				0
+			],
+			"obj-21": [
+				"Stem",
+				"Stem",
+				0
+			],
+			"obj-23": [
+				"Source",
+				"Source",
+				0
+			],
+			"obj-25": [
+				"Bars",
+				"Bars",
+				0
+			],
+			"obj-27": [
+				"Variations",
+				"Variations",
+				0
+			],
+			"obj-29": [
+				"Seed",
+				"Seed",
+				0
+			],
+			"obj-31": [
+				"Port",
+				"Port",
+				0
+			],
+			"obj-33": [
+				"Strength",
+				"Strength",
+				0
+			],
+			"obj-9": [
+				"Separate",
+				"Separate",
+				0
+			],
+			"inherited_shortname": 1
+		},
 		"dependency_cache": [
 			{
 				"name": "stembridge.js",
@@ -2005,6 +2077,34 @@
 				"implicit": 1
 			}
 		],
+		"project": {
+			"version": 1,
+			"creationdate": 3590052493,
+			"modificationdate": 3590052493,
+			"viewrect": [
+				0.0,
+				0.0,
+				300.0,
+				500.0
+			],
+			"autoorganize": 1,
+			"hideprojectwindow": 1,
+			"showdependencies": 1,
+			"autolocalize": 0,
+			"contents": {
+				"patchers": {}
+			},
+			"layout": {},
+			"searchpath": {},
+			"detailsvisible": 0,
+			"amxdtype": 1633771873,
+			"readonly": 0,
+			"devpathtype": 0,
+			"devpath": ".",
+			"sortmode": 0,
+			"viewmode": 0,
+			"includepackages": 0
+		},
 		"autosave": 0
 	}
 }

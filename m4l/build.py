@@ -6,6 +6,10 @@ An .amxd is a run of chunks, each a 4-byte ASCII tag, a 4-byte little-endian pay
     meta  4  four zero bytes
     ptch  n  the patcher JSON, UTF-8, ending in one NUL byte
 
+The patcher carries what Max saves with a device: a ``parameters`` block and a ``project`` block whose
+``amxdtype`` is the device type as a big-endian number (``aaaa`` is 1633771873); the build refuses a patch
+whose project block says another type than the one it writes.
+
 The build is deterministic (the same .maxpat always gives the same bytes), so the committed .amxd can be
 checked against a fresh build: ``python m4l/build.py --check`` (tests/test_m4l_device.py runs it). The device's
 JavaScript, m4l/stembridge.js, is not embedded: Max finds it beside the .amxd (the patch lists it in its
@@ -54,21 +58,37 @@ def read_chunks(data: bytes) -> list[tuple[str, bytes]]:
     return chunks
 
 
-def patcher_text(maxpat: bytes) -> bytes:
-    """The patcher JSON as it goes into ``ptch``: checked to parse, LF line endings, UTF-8."""
+def patcher_text(maxpat: bytes, device_type: bytes) -> bytes:
+    """The patcher JSON as it goes into ``ptch``: checked to parse and to be a device of ``device_type``, LF
+    line endings, UTF-8."""
     text = maxpat.decode("utf-8").replace("\r\n", "\n")
     patch = json.loads(text)
     if "patcher" not in patch:
         raise ValueError("not a Max patcher: the JSON has no top-level 'patcher'")
+    project = patch["patcher"].get("project")
+    if not isinstance(project, dict) or "amxdtype" not in project:
+        raise ValueError(
+            "the patcher has no project block with an amxdtype; open it in Max and save it as a device"
+        )
+    expected = int.from_bytes(device_type, "big")
+    if project["amxdtype"] != expected:
+        found = project["amxdtype"]
+        valid = isinstance(found, int) and 0 <= found < 2**32
+        name = found.to_bytes(4, "big").decode("ascii", "replace") if valid else "?"
+        raise ValueError(
+            f"project.amxdtype is {found} ({name}), not {expected} ({device_type.decode()}): the patch is "
+            "another kind of device; build it with its own type or fix the project block"
+        )
     return text.encode("utf-8")
 
 
 def build_amxd(maxpat: bytes, device: str = "audio") -> bytes:
     """The .amxd bytes for a patcher's JSON bytes."""
+    device_type = DEVICE_TYPES[device]
     return (
-        chunk(b"ampf", DEVICE_TYPES[device])
+        chunk(b"ampf", device_type)
         + chunk(b"meta", b"\x00\x00\x00\x00")
-        + chunk(b"ptch", patcher_text(maxpat) + b"\x00")
+        + chunk(b"ptch", patcher_text(maxpat, device_type) + b"\x00")
     )
 
 

@@ -88,8 +88,15 @@ function nextId() {
     return core.requestId(state.session, state.counter);
 }
 
-/** Called by [live.thisdevice] once the device is in the Live set (LiveAPI is usable from then on). */
+/** Called by [live.thisdevice] once the device is in the Live set (LiveAPI is usable from then on), and again
+ * each time Live loads a preset into the device or the device is saved. The first call starts the session, the
+ * reply port, the selection watcher and the clock; a later one only shows the selected clip again, so there is
+ * never a second clock (pinging and resending twice) and jobs in flight keep their ids and their reply port. */
 function init() {
+    if (state.ready) {
+        refreshClip();
+        return;
+    }
     state.session = core.makeSession(now(), Math.random());
     listenOn(40000 + Math.floor(Math.random() * 10000));
     sendOsc(["host", settings.host]);
@@ -109,10 +116,16 @@ function listenOn(port) {
     outlet(OUT_LISTEN, ["port", port]);
 }
 
-/** `daemon <host> <port>`: where the daemon listens. */
+/** `daemon <host> <port>`: where the daemon listens. The same place again (a preset recalling the stored Port)
+ * changes nothing. */
 function daemon(host, port) {
-    settings.host = core.atomText(host);
-    settings.port = core.clampInt(port, 1, 65535);
+    var newHost = core.atomText(host);
+    var newPort = core.clampInt(port, 1, 65535);
+    if (newHost === settings.host && newPort === settings.port) {
+        return;
+    }
+    settings.host = newHost;
+    settings.port = newPort;
     sendOsc(["host", settings.host]);
     sendOsc(["port", settings.port]);
     state.connected = false;

@@ -749,6 +749,41 @@ def test_connection_state_follows_pings(device: Device) -> None:
     assert ping3[1] == reply_port(answer)
 
 
+def pings(answer: dict[str, Any]) -> list[list[Any]]:
+    return [m for m in osc_out(answer) if m[0] == "/stembridge/ping"]
+
+
+def test_live_thisdevice_banging_again_starts_nothing_twice(device: Device) -> None:
+    """[live.thisdevice] bangs again whenever Live loads a preset into the device or the device is saved."""
+    now = 1_000_000
+    first = start(device, arrangement_set(), now=now)
+    assert len(pings(first)) == 1
+    (gen,) = osc_out(device.send("generate"))
+    again = device.send("init")
+    assert osc_out(again) == []  # no second ping
+    assert [o for o in again["outlets"] if o[0] == 1] == []  # the same reply port: the job's replies land
+    assert ui_text(again, "clip").startswith("drum loop.wav: 4 bars")  # the clip line is refreshed
+    assert [t["running"] for t in device.cmd("tasks")["result"]] == [True]  # one clock
+    device.cmd("time", now=now + 2500)
+    assert osc_out(device.cmd("tick")) == [gen]  # one resend, with the job's own id
+    device.cmd("time", now=now + 5000)
+    assert len(pings(device.cmd("tick"))) == 1
+    # one selection watcher: a new selection is shown once
+    assert len(ui(device.cmd("select", clip="live_set tracks 1 arrangement_clips 0"), "clip")) == 1
+    answer = device.reply("/stembridge/done", gen[2], "/r/drum_loop__bass__96bpm__4bars.wav")
+    assert any(c["fn"] == "create_audio_clip" for c in answer["calls"])  # the job kept its id
+
+
+def test_a_preset_that_recalls_the_same_port_sends_no_ping(device: Device) -> None:
+    """Loading a preset sends every stored parameter again, the Port box's too: an unchanged port changes
+    nothing; a new one is pinged at once."""
+    start(device, arrangement_set())
+    assert osc_out(device.send("daemonport", 9977)) == []
+    moved = device.send("daemonport", 9978)
+    assert [o for o in moved["outlets"] if o[0] == 0][:2] == [[0, "host", "127.0.0.1"], [0, "port", 9978]]
+    assert len(pings(moved)) == 1
+
+
 # --- insertion ----------------------------------------------------------------------------------------------
 
 
@@ -897,6 +932,44 @@ STANDARD_CLASSES = {
 }  # fmt: skip
 
 
+# (inlets, outlets) of each Max object the patch uses, as Max creates them: the boxes Max saves for them in
+# Ableton's maxdevtools (maxdiff/known_objects.py, and the patch of its CPU Reporter device). [udpsend] has
+# one inlet once it has a host and port (known_objects lists it without, with none). [route a b c] and
+# [js file] depend on their arguments: see io_of.
+MAX_IO = {
+    "plugin~": (2, 2),
+    "plugout~": (2, 2),
+    "live.thisdevice": (1, 3),
+    "udpsend": (1, 0),
+    "udpreceive": (1, 1),
+    "prepend": (1, 1),
+    "message": (2, 1),
+    "comment": (1, 0),
+    "live.text": (1, 2),
+    "live.menu": (1, 3),
+    "live.numbox": (1, 2),
+    "live.dial": (1, 2),
+    "textedit": (1, 4),
+    "umenu": (1, 3),
+    "multislider": (1, 2),
+}
+AMXD_AUDIO_EFFECT = int.from_bytes(b"aaaa", "big")  # project.amxdtype: the ampf device type as a number
+
+
+def io_of(box: dict[str, Any]) -> tuple[int, int]:
+    """The inlets and outlets Max gives this box."""
+    if box["maxclass"] != "newobj":
+        return MAX_IO[box["maxclass"]]
+    name, *args = box["text"].split()
+    if name == "route":
+        return 2, max(1, len(args)) + 1  # an outlet per selector, and one for what matches none
+    if name == "js":
+        counts = re.search(r"^inlets = (\d+);\noutlets = (\d+);", (M4L / args[0]).read_text(), re.M)
+        assert counts, f"{args[0]} declares no inlets and outlets"
+        return int(counts.group(1)), int(counts.group(2))
+    return MAX_IO[name]
+
+
 @pytest.fixture(scope="module")
 def patch() -> dict[str, Any]:
     data = json.loads((M4L / "Stembridge.maxpat").read_text(encoding="utf-8"))
@@ -918,6 +991,32 @@ def test_every_patchcord_joins_an_existing_outlet_and_inlet(patch: dict[str, Any
         assert 0 <= outlet < boxes[src]["numoutlets"], f"{boxes[src].get('text')} has no outlet {outlet}"
         assert 0 <= inlet < boxes[dst]["numinlets"], f"{boxes[dst].get('text')} has no inlet {inlet}"
         assert len(boxes[src].get("outlettype", [])) == boxes[src]["numoutlets"]
+
+
+def test_every_object_has_the_inlets_and_outlets_max_gives_it(patch: dict[str, Any]) -> None:
+    for box in patch["boxes"]:
+        b = box["box"]
+        what = f"[{b.get('text') or b['maxclass']}] ({b['id']})"
+        expected = io_of(b)
+        assert (b["numinlets"], b["numoutlets"]) == expected, f"{what}: Max gives it {expected} (in, out)"
+
+
+def test_the_patch_carries_the_project_and_parameters_blocks_of_a_device(patch: dict[str, Any]) -> None:
+    """Max saves a device with a `project` block (its type in `amxdtype`) and a `parameters` block that lists
+    every parameter by box id with its long and short name."""
+    project = patch["project"]
+    assert project["amxdtype"] == AMXD_AUDIO_EFFECT
+    assert project["contents"] == {"patchers": {}}  # the scripts are beside the device (dependency_cache)
+    parameters = patch["parameters"]
+    listed = {k: v for k, v in parameters.items() if k.startswith("obj-")}
+    boxes = boxes_of(patch)
+    expected: dict[str, list[Any]] = {}
+    for i, b in boxes.items():
+        if b.get("parameter_enable") == 1:
+            valueof = b["saved_attribute_attributes"]["valueof"]
+            expected[i] = [valueof["parameter_longname"], valueof["parameter_shortname"], 0]
+    assert listed == expected
+    assert parameters["inherited_shortname"] == 1
 
 
 def test_every_object_is_standard_max_or_in_the_repo(patch: dict[str, Any]) -> None:
@@ -1038,6 +1137,20 @@ def test_the_build_check_fails_on_a_stale_device(tmp_path: Path) -> None:
         build.read_chunks(build.build_amxd(json.dumps(patch).encode())[:-10])
     with pytest.raises(ValueError, match="no top-level 'patcher'"):
         build.build_amxd(b"{}")
+
+
+def test_the_build_refuses_a_patch_whose_project_block_says_another_device_type() -> None:
+    build = load_build()
+    patch = json.loads((M4L / "Stembridge.maxpat").read_text())
+    midi = copy.deepcopy(patch)
+    midi["patcher"]["project"]["amxdtype"] = int.from_bytes(b"mmmm", "big")
+    refused = r"project\.amxdtype is 1835887981 \(mmmm\), not 1633771873 \(aaaa\)"
+    with pytest.raises(ValueError, match=refused):
+        build.build_amxd(json.dumps(midi).encode())
+    assert build.build_amxd(json.dumps(midi).encode(), device="midi")[8:12] == b"mmmm"
+    del midi["patcher"]["project"]
+    with pytest.raises(ValueError, match="no project block"):
+        build.build_amxd(json.dumps(midi).encode())
 
 
 def test_amxd_is_marked_binary_for_git() -> None:

@@ -364,6 +364,28 @@ def test_generate_asks_with_reaimgui_when_it_is_installed(
 
 
 @needs_lua
+@pytest.mark.parametrize("version", ["0.4.1", "0.5.0", "0.6.2", "0.7.2", "0.8.7.6", "0.9.3"])
+def test_the_reaimgui_form_pairs_begin_and_end_as_each_version_wants(
+    tmp_path: Path, daemon: DaemonThread, version: str
+) -> None:
+    """The user folds the form on its first frame (Begin returns false). ReaImGui before 0.5 wants End after
+    every Begin; from 0.5 on, only after a Begin that returned true (and it reports its version as the 2nd
+    value of GetVersion before 0.7, the 3rd after). A wrong pairing raises in ReaImGui, and the form would
+    fall back to the plain dialog."""
+    reaper = Reaper(tmp_path, daemon)
+    answers = {"Stem (bass drums keys pad lead)": "keys", "Bars": 1}  # not pad: the cancel test owns pad
+    out = reaper.run(
+        GENERATE, time_selection=[0.0, 8.0], imgui={"answers": answers, "version": version, "collapsed": [1]},
+        inputs=[["lead", "", "2", "1"]],  # what GetUserInputs would answer
+    )  # fmt: skip
+    assert out["inputs"] == [], "the form fell back to the plain dialog"
+    assert not out["imgui"]["unbalanced"] and out["imgui"]["open_windows"] == 0
+    assert out["imgui"]["frames"] == 3  # folded, typed in, OK pressed
+    [track] = out["tracks"]
+    assert track["name"] == "keys" and [i["length"] for i in track["items"]] == [2.0]  # 1 bar of 4/4 at 120
+
+
+@needs_lua
 def test_generate_refuses_bad_answers_before_starting_anything(tmp_path: Path, daemon: DaemonThread) -> None:
     reaper = Reaper(tmp_path, daemon)
     out = reaper.run(GENERATE, time_selection=[0.0, 8.0], inputs=[["bass", "", "8.5", "40"]])

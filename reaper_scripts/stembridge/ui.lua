@@ -44,8 +44,11 @@ function ui.form(title, fields, answer)
   end
   local ok, ctx = pcall(reaper.ImGui_CreateContext, title)
   if not ok then return answer(ui.ask(title, fields)) end
-  local _, _, version = reaper.ImGui_GetVersion()
-  local end_only_if_visible = version_at_least(version, 0, 8)  -- ReaImGui 0.8 changed Begin/End pairing
+  -- ReaImGui's own version is the last value of GetVersion (the 2nd before 0.7, the 3rd from 0.7 on). Before
+  -- 0.5 every Begin needs an End; from 0.5 on, a Begin that returns false (a folded window) ends the window
+  -- itself, and End must follow only a Begin that returned true.
+  local reported = { reaper.ImGui_GetVersion() }
+  local end_only_if_visible = version_at_least(reported[#reported], 0, 5)
   local values, sized = {}, false
   for i, field in ipairs(fields) do
     values[i] = field.int and math.floor(tonumber(field[2]) or 0) or tostring(field[2] or "")

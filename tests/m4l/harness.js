@@ -11,6 +11,7 @@
 //   {"op": "add_track", "index": 0, "name": "New"}   the user adds a track while a job runs
 //   {"op": "eval", "expr": "barsOf(16, 4, 4)"}    evaluate an expression in the script's global scope
 //   {"op": "live"}                                the stub Live set as it is now
+//   {"op": "tasks"}                               the Tasks the script made: [{interval, running}]
 // Every answer: {"ok", "result", "outlets": [[n, atoms...]], "calls": [...], "sets": [...], "posts": [...],
 // "messnamed": [...], "errors": [...]} with what happened since the previous answer.
 "use strict";
@@ -346,6 +347,8 @@ function run(cmd) {
         return vm.runInContext(cmd.expr, context);
     case "live":
         return live;
+    case "tasks":
+        return tasks.map(function (t) { return { interval: t.interval, running: t.running }; });
     default:
         throw new Error("unknown op " + cmd.op);
     }

@@ -291,25 +291,51 @@ function stub.install(scenario)
 
   function r.APIExists(name) return rawget(r, name) ~= nil end
 
-  -- ReaImGui, when the scenario installs it: {answers = {[label] = value}, press = "OK" or "Cancel", version,
+  -- ReaImGui, when the scenario installs it: {answers = {[label] = value}, press = "OK" or "Cancel", version
+  -- (default "0.9.3"), collapsed = {frame numbers} (Begin returns false then: the user folded the window),
   -- broken = true (Begin raises, as an unknown ReaImGui version might)}. Values are typed on frame 2, the
   -- button is pressed on frame 3; frames, Begin/End balance and labels are recorded.
+  -- As ReaImGui does: GetVersion returns (imgui_version, reaimgui_version) before 0.7, which added
+  -- imgui_version_num in between. Before 0.5 every Begin needs its End; from 0.5 on, a Begin that returns
+  -- false ends the window itself, and End follows only a Begin that returned true. A wrong End raises.
   local im = scenario.imgui
   if im then
     state.imgui = { frames = 0, open_windows = 0, labels = {}, unbalanced = false }
     local ims = state.imgui
+    local version = im.version or "0.9.3"
+    local major, minor = version:match("^(%d+)%.(%d+)")
+    major, minor = tonumber(major), tonumber(minor)
+    local since = function(a, b) return major > a or (major == a and minor >= b) end
+    local function collapsed(frame)
+      for _, f in ipairs(im.collapsed or {}) do
+        if f == frame then return true end
+      end
+      return false
+    end
     function r.ImGui_CreateContext(label) return { kind = "ImGui_Context*", label = label } end
-    function r.ImGui_GetVersion() return "1.90.5", 19050, im.version or "0.9.3" end
+    function r.ImGui_GetVersion()
+      if since(0, 7) then return "1.90.5", 19050, version end
+      return "1.83", version
+    end
     function r.ImGui_Cond_FirstUseEver() return 4 end
     function r.ImGui_SetNextWindowSize() end
     function r.ImGui_Begin(_, _, _)
       if im.broken then error("ImGui_Begin: expected 4 arguments (stub: an unknown ReaImGui)") end
-      ims.frames, ims.open_windows = ims.frames + 1, ims.open_windows + 1
-      return true, true
+      if ims.open_windows ~= 0 then
+        ims.unbalanced = true
+        error("ImGui_Begin: missing End() for the window of the previous frame")
+      end
+      ims.frames = ims.frames + 1
+      local visible = not collapsed(ims.frames)
+      if visible or not since(0, 5) then ims.open_windows = ims.open_windows + 1 end
+      return visible, true
     end
     function r.ImGui_End(_)
+      if ims.open_windows == 0 then
+        ims.unbalanced = true
+        error("ImGui_End: calling End() too many times")
+      end
       ims.open_windows = ims.open_windows - 1
-      if ims.open_windows ~= 0 then ims.unbalanced = true end
     end
     local function typed(label, value)
       ims.labels[label] = true
