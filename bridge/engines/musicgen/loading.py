@@ -338,7 +338,6 @@ def load(
         )
     _check_processor_files(folder)
     import torch
-    import transformers
     from transformers import AutoTokenizer
 
     if model_type == "musicgen_melody":
@@ -346,10 +345,7 @@ def load(
     else:
         from transformers import MusicgenForConditionalGeneration as model_class  # type: ignore[assignment]
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    # transformers 5 names it `dtype`; 4.x `torch_dtype`.
-    dtype_arg: dict[str, Any] = {
-        "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": dtype
-    }
+    dtype_arg: dict[str, Any] = {"dtype": dtype}
     if precision == "bfloat16":
         # torch's fused attention is several times slower in bfloat16 than in float32 on the CPU (1.9 against
         # 0.24 ms per decoding step and layer here), while plain matrix products with a float32 softmax, the
