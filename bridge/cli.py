@@ -6,6 +6,7 @@ Importing this module (and ``stembridge --help``) never imports torch or any eng
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 
 from bridge import __version__
 from bridge.errors import InvalidArgument, StembridgeError
+from bridge.termination import Terminated, termination_raises
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -494,9 +496,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    # The commands here write audio files: SIGTERM and SIGHUP remove what they were writing, as Ctrl-C does.
+    # The daemon's commands (bridge.cli_daemon) write none, and `serve` handles its signals itself.
+    cleanup = termination_raises() if args.command in COMMANDS else contextlib.nullcontext()
     try:
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        with cleanup:
+            handler: Callable[[argparse.Namespace], int] = args.handler
+            return handler(args)
     except StembridgeError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
@@ -507,6 +513,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"stembridge {args.command}: interrupted; files being written were discarded", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated as exc:
+        print(
+            f"stembridge {args.command}: terminated ({exc.name}); files being written were discarded",
+            file=sys.stderr,
+        )
+        return exc.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,8 +19,9 @@ Example ``config.toml``::
 
 The daemon also reads ``STEMBRIDGE_HOST``, ``STEMBRIDGE_PORT``, ``STEMBRIDGE_TOKEN``,
 ``STEMBRIDGE_QUEUE_SIZE``, ``STEMBRIDGE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``),
-``STEMBRIDGE_CACHE_MAX_MB`` and ``STEMBRIDGE_MODEL_MEMORY_MB``; every command reads ``STEMBRIDGE_DEVICE``,
-``STEMBRIDGE_THREADS`` and ``STEMBRIDGE_ALLOW_DOWNLOAD``.
+``STEMBRIDGE_CACHE_MAX_MB``, ``STEMBRIDGE_MODEL_MEMORY_MB``, ``STEMBRIDGE_TCP_MAX_CONNECTIONS``,
+``STEMBRIDGE_TCP_MAX_PER_ADDRESS`` and ``STEMBRIDGE_TCP_IDLE_TIMEOUT_S``; every command reads
+``STEMBRIDGE_DEVICE``, ``STEMBRIDGE_THREADS`` and ``STEMBRIDGE_ALLOW_DOWNLOAD``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class Settings:
             this machine's memory); the least recently used model is unloaded first.
         watch_dir: the daemon's hot folder (``stembridge serve --watch DIR``, docs/LOGIC.md); ``None``: none.
         watch_settle_s: how many seconds a file dropped into the hot folder must stay unchanged before it is taken.
+        tcp_max_connections: TCP connections the daemon holds at once; when all are taken, the one idle
+            longest is closed to make room for a new one.
+        tcp_max_per_address: TCP connections one IP address may hold at once; more are refused.
+        tcp_idle_timeout_s: seconds a TCP connection may go without a byte either way before it is closed.
     """
 
     out_dir: Path = field(default_factory=default_out_dir)
@@ -108,6 +113,9 @@ class Settings:
     model_memory_mb: int = 0
     watch_dir: Path | None = None
     watch_settle_s: float = 2.0
+    tcp_max_connections: int = 64
+    tcp_max_per_address: int = 16
+    tcp_idle_timeout_s: float = 300.0
 
     def engine_options(self) -> dict[str, Any]:
         """What every engine is loaded with from here: the device, CPU threads (``None``: torch's default) and
@@ -138,6 +146,9 @@ _ENV = {
     "device": "STEMBRIDGE_DEVICE",
     "threads": "STEMBRIDGE_THREADS",
     "model_memory_mb": "STEMBRIDGE_MODEL_MEMORY_MB",
+    "tcp_max_connections": "STEMBRIDGE_TCP_MAX_CONNECTIONS",
+    "tcp_max_per_address": "STEMBRIDGE_TCP_MAX_PER_ADDRESS",
+    "tcp_idle_timeout_s": "STEMBRIDGE_TCP_IDLE_TIMEOUT_S",
 }
 _BOOLS = ("allow_download", "discovery")
 
@@ -148,10 +159,12 @@ _INT_RANGES = {
     "cache_max_mb": (0, 1_000_000),
     "threads": (0, 1024),
     "model_memory_mb": (0, 16_000_000),
+    "tcp_max_connections": (1, 10_000),
+    "tcp_max_per_address": (1, 10_000),
 }
 
 # Settings in seconds and their ranges.
-_SECONDS_RANGES = {"watch_settle_s": (0.0, 3600.0)}
+_SECONDS_RANGES = {"watch_settle_s": (0.0, 3600.0), "tcp_idle_timeout_s": (0.1, 86400.0)}
 
 
 def _whole_number(key: str, value: Any, source: str) -> int:

@@ -30,7 +30,7 @@ from bridge.engines.base import ProgressCallback
 from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread
-from bridge.server.tcp import MAX_CONNECTIONS, MAX_PACKET
+from bridge.server.tcp import MAX_PACKET
 from tests.test_daemon import WAIT, no_leaked_threads  # noqa: F401 - the fixture fails a test that leaks threads
 
 N_UDP = 10_000
@@ -334,7 +334,8 @@ def fuzz_tcp(fuzzer: Fuzzer, port: int) -> int:
             s.sendall(struct.pack(">I", MAX_PACKET + 1))
         except OSError:
             pass
-    crowd = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(MAX_CONNECTIONS + 6)]
+    crowd_size = Settings().tcp_max_connections + 6
+    crowd = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(crowd_size)]
     for s in crowd:
         s.close()
     return frames

@@ -123,9 +123,14 @@ def temp_file(folder: Path, name: str) -> tuple[Path, int]:
     for _ in range(100):
         tmp = folder / f".{name}.stembridge-{pid}-{secrets.token_hex(4)}.tmp"
         try:
-            return tmp, os.open(tmp, flags, 0o666)
+            fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue
+        except BaseException as exc:
+            if not isinstance(exc, OSError):  # Ctrl-C or SIGTERM as it was made: the file may exist (ours)
+                _remove_quietly(tmp)
+            raise
+        return tmp, fd
     raise AudioWriteError(f"could not create a temp file in {folder}; remove stale .tmp files there")
 
 

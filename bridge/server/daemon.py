@@ -48,7 +48,7 @@ from bridge.server.handlers import RequestHandler, event_reply
 from bridge.server.hotfolder import HotFolder, prepare_folders
 from bridge.server.lograte import LogLimiter
 from bridge.server.osc import Replier, UdpEndpoint
-from bridge.server.tcp import OscStream, start_tcp_server
+from bridge.server.tcp import Connections, TcpLimits, start_tcp_server
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,10 @@ class Daemon:
         self._handler: RequestHandler | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._streams: set[OscStream] = set()
+        limits = TcpLimits(
+            settings.tcp_max_connections, settings.tcp_max_per_address, settings.tcp_idle_timeout_s
+        )
+        self._streams = Connections(limits, self._logs)
         self._closed = False
         self._hotfolder: HotFolder | None = None
 
