@@ -26,7 +26,7 @@ from bridge import __version__
 from bridge.audio import io as audio_io
 from bridge.audio.bwf import read_bext
 from bridge.audio.loudness import integrated_loudness
-from bridge.audio.post import finish, fit_length
+from bridge.audio.post import finish, fit_length, loudness_target
 from bridge.audio.section import Section, cut
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
@@ -409,9 +409,8 @@ def generate_files(
     n_samples = spec.grid(sample_rate).samples_for_bars(spec.bars)
     target = None
     if match_loudness and context is not None:
-        context_lufs = integrated_loudness(context, sample_rate)
-        if np.isfinite(context_lufs):
-            target = context_lufs - PART_OFFSET_LU.get(spec.stem, DEFAULT_PART_OFFSET_LU)
+        below = PART_OFFSET_LU.get(spec.stem, DEFAULT_PART_OFFSET_LU)
+        target = loudness_target(integrated_loudness(context, sample_rate), below)
     report(0.88, "finish")
     ext = FORMATS[options.fmt]
     items = [
@@ -491,16 +490,14 @@ def vary_file(
         grid.with_sample_rate(work_rate),
         report.sub(0.05, 0.85),
     )
-    target = integrated_loudness(audio, sample_rate)
+    target = loudness_target(integrated_loudness(audio, sample_rate))
     bars_label = bars if bars is not None else max(1, int(round(grid.bars_in(n_samples))))
     ext = FORMATS[options.fmt]
     source, source_stem = split_source(Path(path).stem)
     label = f"{source_stem}-var" if source_stem else "var"
     items = [
         (label, k, take, output_name(source, label, bpm=grid.bpm, bars=bars_label, variation=k, ext=ext))
-        for k, take in _finished(
-            takes, work_rate, sample_rate, n_samples, target if np.isfinite(target) else None
-        )
+        for k, take in _finished(takes, work_rate, sample_rate, n_samples, target)
     ]
     report(0.92, "write")
     description = f"stembridge vary {Path(path).name} ({eng.model_name})"
