@@ -1,18 +1,29 @@
-"""Inputs at the edges, through the CLI, the pipeline and the daemon: material too loud to level against."""
+"""Inputs at the edges, through the CLI, the pipeline and the daemon: material too loud to level against, files
+cut shorter than their headers say (and streamed ones that state no length)."""
 
 from __future__ import annotations
 
 import json
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge.audio.headers import truncation
+from bridge.audio.io import read_audio
 from bridge.audio.loudness import integrated_loudness, true_peak
 from bridge.audio.post import LOUDEST_REFERENCE_LUFS, loudness_target
 from bridge.cli import main
+from bridge.config import Settings
+from bridge.errors import AudioReadError
+from bridge.server import protocol
+from bridge.server.daemon import DaemonThread
+from bridge.server.hotfolder_drops import audio_problem
 from tests import synth
+from tests.test_daemon import OscPeer, no_leaked_threads  # noqa: F401 - fails a test that leaks threads
 
 SR = synth.SR
 CEILING = 10 ** (-1.0 / 20)  # finish()'s ceiling, -1 dBFS, for sample and true peaks
@@ -127,3 +138,139 @@ def test_a_pad_under_a_whisper_quiet_context_is_made(
     [path] = outputs(out)
     data, _ = sf.read(path, dtype="float32")
     assert np.all(np.isfinite(data)) and 0.0 < np.max(np.abs(data)) <= CEILING + LSB
+
+
+# ------------------------------------------------------------------------------- cut short, or streamed
+
+RATE = 8000  # small files; the sizes are what these tests are about
+
+
+def chunks(data: bytes) -> dict[bytes, int]:
+    """Offset of each top-level chunk header of a RIFF file."""
+    found, pos = {}, 12
+    while pos + 8 <= len(data):
+        found[data[pos : pos + 4]] = pos
+        pos += 8 + struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+    return found
+
+
+def real_wav(path: Path, seconds: float) -> bytes:
+    """A 24-bit stereo WAV of a chord, ``seconds`` long; returns its bytes."""
+    t = np.arange(int(round(seconds * RATE))) / RATE
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 330 * t)
+    write(path, np.stack([tone, 0.8 * tone]), subtype="PCM_24", sr=RATE)
+    return path.read_bytes()
+
+
+def with_sizes(data: bytes, riff: int, data_size: int) -> bytes:
+    out = bytearray(data)
+    out[4:8] = struct.pack("<I", riff)
+    at = chunks(data)[b"data"] + 4
+    out[at : at + 4] = struct.pack("<I", data_size)
+    return bytes(out)
+
+
+@pytest.fixture()
+def cut_wav(tmp_path: Path) -> Path:
+    """A WAV whose header says 8 s and whose data holds 2.7 s: the end of the file is missing."""
+    path = tmp_path / "in" / "cut.wav"
+    data = real_wav(path, 8.0)
+    path.write_bytes(data[: chunks(data)[b"data"] + 8 + int(2.7 * RATE) * 6])
+    return path
+
+
+@pytest.fixture()
+def lying_wav(tmp_path: Path) -> Path:
+    """A whole 2.7 s WAV whose RIFF and data sizes were rewritten to promise 8 s."""
+    path = tmp_path / "in" / "lying.wav"
+    data = real_wav(path, 2.7)
+    promised = (8 * RATE - int(2.7 * RATE)) * 6  # bytes of the 5.3 s it lacks
+    path.write_bytes(with_sizes(data, len(data) - 8 + promised, 8 * RATE * 6))
+    return path
+
+
+NOTE = (
+    "it is shorter than its header says (2.7 of 8.0 s); used what it holds (export or copy it again for the rest)"
+)
+
+
+@pytest.mark.parametrize("which", ["cut_wav", "lying_wav"])
+def test_a_wav_shorter_than_its_header_is_used_with_a_note(
+    which: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path: Path = request.getfixturevalue(which)
+    note = f"{path.name}: {NOTE}"
+    assert truncation(path) == "it is shorter than its header says (2.7 of 8.0 s)"
+    assert audio_problem(path) == truncation(path)  # the hot folder's check is the same one
+    out_dir = str(tmp_path / "out")
+    code, out, err = run(capsys, "vary", str(path), "--variations", "1", "--out", out_dir, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["warnings"] == [note]
+    assert result["outputs"][0]["samples"] == int(2.7 * RATE)  # what it holds, to the sample
+    assert f"stembridge vary: note: {note}" in err.splitlines()
+    code, out, err = run(capsys, "separate", str(path), "--stems", "bass", "--out", out_dir)
+    assert code == 0 and f"stembridge separate: note: {note}" in err.splitlines()
+    code, out, err = run(
+        capsys, "generate", "--stem", "bass", "--context", str(path), "--bpm", "120", "--bars", "1",
+        "--out", out_dir, "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["warnings"] == [note]
+
+
+@pytest.mark.parametrize("placeholder", [0, 0xFFFFFFFF])
+def test_a_streamed_wav_is_read_to_its_end_without_a_note(
+    placeholder: int, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "in" / "streamed.wav"
+    data = real_wav(path, 1.5)
+    whole, _ = read_audio(path)
+    path.write_bytes(with_sizes(data, placeholder, placeholder))  # what a writer that never seeks back leaves
+    audio, rate = read_audio(path)
+    assert rate == RATE and np.array_equal(audio, whole)  # read to its end
+    assert truncation(path) is None and audio_problem(path) is None
+    code, out, err = run(
+        capsys, "vary", str(path), "--variations", "1", "--out", str(tmp_path / "out"), "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert "warnings" not in result and "note" not in err
+    assert result["outputs"][0]["samples"] == whole.shape[1]
+
+
+def test_an_empty_wav_whose_sizes_add_up_is_still_empty(tmp_path: Path) -> None:
+    """A data size of 0 is a placeholder only when the RIFF size does not count what follows it."""
+    path = tmp_path / "in" / "empty.wav"
+    data = real_wav(path, 0.5)
+    start = chunks(data)[b"data"]
+    trailer = b"LIST" + struct.pack("<I", 4) + b"INFO"
+    empty = data[: start + 4] + struct.pack("<I", 0) + trailer
+    path.write_bytes(empty[:4] + struct.pack("<I", len(empty) - 8) + empty[8:])
+    with pytest.raises(AudioReadError, match="holds no audio"):
+        read_audio(path)
+
+
+# ----------------------------------------------------------------------------------------------- the daemon
+
+
+@pytest.fixture()
+def daemon(tmp_path: Path) -> Iterator[DaemonThread]:
+    settings = Settings(
+        out_dir=tmp_path / "renders", state_dir=tmp_path / "state", models_dir=tmp_path / "models", port=0
+    )
+    with DaemonThread(settings, discovery=False) as d:
+        yield d
+
+
+@pytest.fixture()
+def peer(daemon: DaemonThread) -> Iterator[OscPeer]:
+    p = OscPeer(daemon.port)
+    yield p
+    p.close()
+
+
+def test_the_daemon_notes_a_cut_file_in_its_made_reply(peer: OscPeer, cut_wav: Path) -> None:
+    peer.request(protocol.VARY, "v1", str(cut_wav), "variations", 1)
+    address, made = peer.wait_for("v1", protocol.MADE, protocol.ERROR)
+    assert address == protocol.MADE and made == ["v1", "builtin", "builtin", f"cut.wav: {NOTE}"]
+    assert peer.wait_for("v1", protocol.DONE, protocol.ERROR)[0] == protocol.DONE
