@@ -1,5 +1,5 @@
 """Inputs at the edges, through the CLI, the pipeline and the daemon: material too loud to level against, files
-cut shorter than their headers say (and streamed ones that state no length)."""
+cut shorter than their headers say (and streamed ones that state no length), and parts too short to vary."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from bridge.audio.loudness import integrated_loudness, true_peak
 from bridge.audio.post import LOUDEST_REFERENCE_LUFS, loudness_target
 from bridge.cli import main
 from bridge.config import Settings
-from bridge.errors import AudioReadError
+from bridge.engines.builtin.vary import vary
+from bridge.errors import AudioReadError, InvalidArgument
+from bridge.pipeline import OutputOptions, vary_file
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread
 from bridge.server.hotfolder_drops import audio_problem
@@ -250,6 +252,45 @@ def test_an_empty_wav_whose_sizes_add_up_is_still_empty(tmp_path: Path) -> None:
         read_audio(path)
 
 
+# ----------------------------------------------------------------------------------------- too short to vary
+
+TOO_SHORT = (
+    "audio of 40 samples (0.91 ms at 44100 Hz) is too short to vary: it needs at least 44 samples (1 ms)"
+)
+
+
+def test_the_builtin_engine_needs_one_millisecond() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(InvalidArgument, match=r"^" + TOO_SHORT.replace("(", r"\(").replace(")", r"\)")):
+        vary(rng.uniform(-0.5, 0.5, (2, 40)).astype(np.float32), SR, 1, 0.5, seed=0)
+    for frames in (1, 43):
+        with pytest.raises(InvalidArgument, match=f"audio of {frames} samples"):
+            vary(rng.uniform(-0.5, 0.5, (2, frames)).astype(np.float32), SR, 2, 1.0, seed=1)
+    for frames in (44, 45, 90):  # the minimum works, whatever the seed and strength
+        for seed in range(3):
+            x = rng.uniform(-0.5, 0.5, (2, frames)).astype(np.float32)
+            outs = vary(x, SR, 2, 1.0, seed=seed)
+            assert [o.shape for o in outs] == [x.shape] * 2 and all(np.isfinite(o).all() for o in outs)
+    tiny = rng.uniform(-0.5, 0.5, (2, 40)).astype(np.float32)
+    assert all(np.array_equal(o, tiny) for o in vary(tiny, SR, 2, 0.0, seed=0))  # strength 0 copies it
+
+
+@pytest.fixture()
+def tiny_wav(tmp_path: Path) -> Path:
+    return write(tmp_path / "in" / "tiny.wav", square(40 / SR), subtype="PCM_16")
+
+
+def test_vary_of_40_samples_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tiny_wav: Path, tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "vary", str(tiny_wav), "--out", str(tmp_path / "out"))
+    assert code == 2 and out == ""
+    assert err == f"stembridge vary: error: {TOO_SHORT}; give a longer part\n"
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    with pytest.raises(InvalidArgument, match="too short to vary"):
+        vary_file(tiny_wav, OutputOptions(tmp_path / "out"), variations=1, engine="builtin")
+
+
 # ----------------------------------------------------------------------------------------------- the daemon
 
 
@@ -274,3 +315,10 @@ def test_the_daemon_notes_a_cut_file_in_its_made_reply(peer: OscPeer, cut_wav: P
     address, made = peer.wait_for("v1", protocol.MADE, protocol.ERROR)
     assert address == protocol.MADE and made == ["v1", "builtin", "builtin", f"cut.wav: {NOTE}"]
     assert peer.wait_for("v1", protocol.DONE, protocol.ERROR)[0] == protocol.DONE
+
+
+def test_the_daemon_refuses_a_part_too_short_to_vary(peer: OscPeer, tiny_wav: Path) -> None:
+    peer.request(protocol.VARY, "v2", str(tiny_wav), "variations", 1)
+    address, error = peer.wait_for("v2", protocol.ERROR, protocol.DONE)
+    assert address == protocol.ERROR
+    assert error == ["v2", "invalid_argument", f"{TOO_SHORT}; give a longer part"]
