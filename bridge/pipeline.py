@@ -25,8 +25,9 @@ import numpy as np
 from bridge import __version__
 from bridge.audio import io as audio_io
 from bridge.audio.bwf import read_bext
+from bridge.audio.headers import truncation
 from bridge.audio.loudness import integrated_loudness
-from bridge.audio.post import finish, fit_length
+from bridge.audio.post import finish, fit_length, loudness_target
 from bridge.audio.section import Section, cut
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
@@ -146,12 +147,30 @@ def _engine(
     return load_engine(engine, capability, model=model, models_dir=models_dir, **dict(engine_options or {}))
 
 
-def _notes(eng: Engine, info: dict[str, Any], job: bool = True) -> dict[str, Any]:
-    """``info`` with the engine's notes on its loading (and on this job) added to its ``warnings``."""
-    notes = [*eng.load_notes, *(eng.warnings if job else [])]
+def _notes(
+    eng: Engine, info: dict[str, Any], job: bool = True, inputs: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """``info`` with notes on the ``inputs`` (cut short: :func:`_cut_short`) and the engine's notes on its
+    loading (and on this job) added to its ``warnings``."""
+    notes = [*_cut_short(inputs), *eng.load_notes, *(eng.warnings if job else [])]
     if notes:
         info["warnings"] = [*info.get("warnings", []), *notes]
     return info
+
+
+def _cut_short(paths: Sequence[Path]) -> list[str]:
+    """A note for each input file holding less audio than its header says (it was read as far as it goes)."""
+    notes = []
+    for path in paths:
+        try:
+            problem = truncation(path)
+        except OSError:  # it was read a moment ago; if it is gone now, reading it already told what it held
+            continue
+        if problem:
+            notes.append(
+                f"{Path(path).name}: {problem}; used what it holds (export or copy it again for the rest)"
+            )
+    return notes
 
 
 def _to_engine_rate(audio: np.ndarray, sample_rate: int, engine: Engine) -> tuple[np.ndarray, int]:
@@ -309,8 +328,9 @@ def separate_file(
     )
     report(1.0, "cache" if cached else "done")
     if cached:  # the engine did not run: only its loading notes hold
-        return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info, job=False))
-    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info))
+        info = _notes(eng, info, job=False, inputs=[path])
+        return Result("separate", eng.name, eng.model_name, outputs, info)
+    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info, inputs=[path]))
 
 
 def _separate(
@@ -409,9 +429,8 @@ def generate_files(
     n_samples = spec.grid(sample_rate).samples_for_bars(spec.bars)
     target = None
     if match_loudness and context is not None:
-        context_lufs = integrated_loudness(context, sample_rate)
-        if np.isfinite(context_lufs):
-            target = context_lufs - PART_OFFSET_LU.get(spec.stem, DEFAULT_PART_OFFSET_LU)
+        below = PART_OFFSET_LU.get(spec.stem, DEFAULT_PART_OFFSET_LU)
+        target = loudness_target(integrated_loudness(context, sample_rate), below)
     report(0.88, "finish")
     ext = FORMATS[options.fmt]
     items = [
@@ -435,7 +454,7 @@ def generate_files(
         "seed": spec.seed,
         "context": [str(p) for p in context_paths],
     }
-    return Result("generate", eng.name, eng.model_name, outputs, _notes(eng, info))
+    return Result("generate", eng.name, eng.model_name, outputs, _notes(eng, info, inputs=context_paths))
 
 
 def vary_file(
@@ -491,16 +510,14 @@ def vary_file(
         grid.with_sample_rate(work_rate),
         report.sub(0.05, 0.85),
     )
-    target = integrated_loudness(audio, sample_rate)
+    target = loudness_target(integrated_loudness(audio, sample_rate))
     bars_label = bars if bars is not None else max(1, int(round(grid.bars_in(n_samples))))
     ext = FORMATS[options.fmt]
     source, source_stem = split_source(Path(path).stem)
     label = f"{source_stem}-var" if source_stem else "var"
     items = [
         (label, k, take, output_name(source, label, bpm=grid.bpm, bars=bars_label, variation=k, ext=ext))
-        for k, take in _finished(
-            takes, work_rate, sample_rate, n_samples, target if np.isfinite(target) else None
-        )
+        for k, take in _finished(takes, work_rate, sample_rate, n_samples, target)
     ]
     report(0.92, "write")
     description = f"stembridge vary {Path(path).name} ({eng.model_name})"
@@ -513,7 +530,7 @@ def vary_file(
         "seed": int(seed),
         "source": str(path),
     }
-    return Result("vary", eng.name, eng.model_name, outputs, _notes(eng, info))
+    return Result("vary", eng.name, eng.model_name, outputs, _notes(eng, info, inputs=[path]))
 
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.audio.loudness import integrated_loudness, k_weighting_sos, loudness_gain_db
+from bridge.audio.loudness import integrated_loudness, k_weighting_sos, loudness_gain_db, true_peak
 from bridge.audio.post import apply_fades, finish, fit_length, match_loudness, peak_limit
 from bridge.errors import InvalidArgument
 from tests.synth import drum_loop, faded_sine
@@ -81,6 +81,29 @@ def test_loudness_gain() -> None:
     assert loudness_gain_db(np.zeros((2, 1000), np.float32), 48000, -14.0) == 0.0
     with pytest.raises(InvalidArgument, match="target loudness must be between -70 and 0 LUFS, got 5"):
         loudness_gain_db(x, 48000, 5)
+
+
+def test_true_peak_finds_the_crest_between_samples() -> None:
+    """A sine at a quarter of the rate, sampled 45 degrees off its crests: every sample is at 0.707 of its
+    amplitude, the waveform between them reaches all of it (across the blocks it is measured in, too)."""
+    sr = 48000
+    n = np.arange(200_000)
+    x = 0.5 * np.sin(np.pi / 2 * n + np.pi / 4) * np.clip(np.minimum(n, n[-1] - n) / 2000, 0, 1)  # faded
+    audio = np.stack([x, 0.5 * x]).astype(np.float32)
+    assert np.max(np.abs(audio)) == pytest.approx(0.5 * np.sqrt(0.5), abs=1e-6)
+    assert true_peak(audio, sr) == pytest.approx(0.5, abs=0.0005)
+    assert true_peak(audio, 192000) == np.max(np.abs(audio))  # at 176.4 kHz and up the samples are enough
+    assert true_peak(np.zeros((2, 0), np.float32), sr) == 0.0
+
+
+def test_finish_keeps_true_peaks_under_the_ceiling() -> None:
+    """Samples limited to the ceiling can still draw a waveform 3 dB over it (a quarter-rate tone off its
+    crests); finish brings that under the ceiling too."""
+    sr = 44100
+    tone = 1.5 * np.sin(np.pi / 2 * np.arange(sr) + np.pi / 4).astype(np.float32)  # samples at +0.5 dBFS
+    out = finish(np.stack([tone, tone]), sr, sr)
+    assert np.max(np.abs(out)) <= CEILING and true_peak(out, sr) <= CEILING
+    assert true_peak(out, sr) == pytest.approx(CEILING, rel=0.01)  # brought down to the ceiling, no further
 
 
 # ------------------------------------------------------------------------------------------ length, fades

@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import firwin, kaiser_beta, resample_poly
 
+from bridge.audio.headers import decodable
 from bridge.errors import AudioReadError, InvalidArgument, StembridgeError
 
 READABLE_FORMATS = "WAV, AIFF, FLAC, MP3 or OGG"
@@ -144,7 +145,8 @@ def read_audio(
             f"cannot read {path}: not a supported audio file or corrupt (no audio header); use {READABLE_FORMATS}"
         )
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with decodable(path) as source:  # a streamed WAV's placeholder sizes read to its end
+            data, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:
         detail = (
             str(getattr(exc, "error_string", "") or exc or type(exc).__name__).splitlines()[0].rstrip(".")

@@ -10,8 +10,14 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from bridge.audio.io import check_audio, check_sample_rate
-from bridge.audio.loudness import integrated_loudness
+from bridge.audio.loudness import integrated_loudness, true_peak
 from bridge.errors import InvalidArgument
+
+# The loudest mix a made part is levelled against. A context or an input measured louder (a float file driven
+# over 0 dBFS, many files summed) is taken as this loud, so its parts come out at a level a DAW can use rather
+# than crushed by the limiter or refused. About as loud as finished masters go.
+LOUDEST_REFERENCE_LUFS = -6.0
+QUIETEST_TARGET_LUFS = -70.0  # BS.1770's absolute gate: nothing quieter can be measured, so none is aimed at
 
 
 def _check_ms(value: float, name: str, upper: float = 60000.0) -> float:
@@ -162,6 +168,15 @@ def _limiter_gain(
     return gain.reshape(-1)[:frames].astype(np.float32)
 
 
+def loudness_target(reference_lufs: float, below_lu: float = 0.0) -> float | None:
+    """The integrated loudness to set a made part to: ``below_lu`` under ``reference_lufs`` (the context's or
+    the input's loudness), the reference taken as at most :data:`LOUDEST_REFERENCE_LUFS` and the result as at
+    least :data:`QUIETEST_TARGET_LUFS`; None when the reference is silence (``-inf``: nothing to match)."""
+    if not np.isfinite(reference_lufs):
+        return None
+    return max(min(float(reference_lufs), LOUDEST_REFERENCE_LUFS) - float(below_lu), QUIETEST_TARGET_LUFS)
+
+
 def match_loudness(
     audio: np.ndarray, sample_rate: int, target_lufs: float, max_gain_db: float = 20.0
 ) -> np.ndarray:
@@ -207,7 +222,8 @@ def finish(
         fade_in_ms, fade_out_ms: raised-cosine fades at the start and end.
 
     Returns:
-        float32 ``[C, n_samples]`` whose peaks stay at or under ``ceiling_db``.
+        float32 ``[C, n_samples]`` whose peaks, sample and true (between samples, see
+        :func:`~bridge.audio.loudness.true_peak`), stay at or under ``ceiling_db``.
     """
     # A cut made by fit_length is faded there unless the fade-out (which ends at the same place) will do it.
     cut_fade_ms = 0.0 if _check_ms(fade_out_ms, "fade_out_ms") > 0 else 5.0
@@ -215,4 +231,10 @@ def finish(
     out = apply_fades(out, sample_rate, fade_in_ms, fade_out_ms)
     if target_lufs is not None:
         out = match_loudness(out, sample_rate, target_lufs)
-    return peak_limit(out, sample_rate, ceiling_db)
+    out = peak_limit(out, sample_rate, ceiling_db)
+    # The limiter holds the samples; the waveform between them can still rise above the ceiling (most after
+    # heavy limiting): a little gain brings its true peak under it too.
+    over = true_peak(out, sample_rate) / _ceiling(ceiling_db)
+    if over > 1.0:
+        out *= np.float32(np.nextafter(1.0 / over, 0.0))
+    return out

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.audio.headers import decodable, truncation
 from bridge.errors import InvalidArgument, StembridgeError
 from bridge.jobs.spec import JobSpec
 from bridge.naming import parse_tempo, split_source
@@ -33,7 +33,6 @@ TEMP_SUFFIXES = (".partial", ".part", ".tmp", ".crdownload", ".download")
 REQUEST_FILE = "request.json"
 MAX_JSON_BYTES = 64 * 1024
 EXAMPLE_JSON = '{"stem": "bass", "bpm": 120, "bars": 8}'
-_RIFF_PLACEHOLDERS = (0, 0xFFFFFFFF)  # sizes streaming writers leave until they finish
 
 # JSON field -> the protocol key it is validated as (see bridge.server.protocol). "stem" is generate's
 # positional argument.
@@ -236,30 +235,18 @@ def audio_problem(path: Path) -> str | None:
     import soundfile as sf
 
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as f:
-            head = f.read(12)
+        problem = truncation(path)
     except OSError as exc:
         return f"it cannot be read ({exc.strerror or exc})"
-    if head[:4] in (b"RIFF", b"FORM") and len(head) >= 8:
-        declared = struct.unpack("<I" if head[:4] == b"RIFF" else ">I", head[4:8])[0]
-        if declared not in _RIFF_PLACEHOLDERS and declared + 8 > size:
-            return f"it is shorter than its header says ({size} of {declared + 8} bytes)"
+    if problem is not None:
+        return problem
     try:
-        info = sf.info(str(path))
+        with decodable(path) as source:
+            info = sf.info(source)
     except (RuntimeError, OSError, ValueError) as exc:  # libsndfile's errors are RuntimeErrors
         return f"its header cannot be read ({str(exc).splitlines()[-1] if str(exc) else type(exc).__name__})"
     if info.frames <= 0:
         return "it holds no audio yet"
-    if head[:4] not in (b"RIFF", b"FORM"):
-        # FLAC, MP3, OGG: the header states a length the data may not reach yet; read the last frame
-        try:
-            with sf.SoundFile(str(path)) as f:
-                f.seek(max(0, info.frames - 1))
-                if len(f.read(1)) < 1:
-                    return "it ends before its header says (still being copied?)"
-        except (RuntimeError, OSError, ValueError):
-            return "it ends before its header says (still being copied?)"
     return None
 
 

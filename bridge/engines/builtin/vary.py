@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bridge.audio.io import check_sample_rate
 from bridge.audio.tempo import COMMON_TIME, infer_grid
 from bridge.audio.timing import Grid
 from bridge.engines.base import Progress, ProgressCallback
-from bridge.engines.builtin.vary_context import VaryContext, analyse
+from bridge.engines.builtin.vary_context import ENV_S, VaryContext, analyse, min_length
 from bridge.engines.builtin.vary_effects import gate, level, timbre
 from bridge.engines.builtin.vary_slices import plan, render
 from bridge.errors import InvalidArgument
@@ -71,6 +72,10 @@ def vary(
 
     Returns:
         ``n`` float32 arrays shaped like ``audio``.
+
+    Raises:
+        InvalidArgument: a bad argument, or (with a strength above 0) audio shorter than 1 ms, the least the
+            analysis works on (:func:`~bridge.engines.builtin.vary_context.min_length`).
     """
     x, shape = _check_audio(audio)
     n = _check_n(n)
@@ -83,6 +88,7 @@ def vary(
             report(k / n, f"vary {k + 1}/{n}")
         report(1.0, f"vary {n}/{n}")
         return [x.reshape(shape).copy() for _ in range(n)]
+    _check_length(x.shape[1], sample_rate)
     if grid is None:
         grid = infer_grid(x, sample_rate, None, None, COMMON_TIME)
     elif grid.sample_rate != sample_rate:
@@ -115,6 +121,16 @@ def _check_audio(audio: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     if not np.all(np.isfinite(x2)):
         raise InvalidArgument("audio holds NaN or infinite samples; clean the input first")
     return x2, x.shape
+
+
+def _check_length(frames: int, sample_rate: int) -> None:
+    sample_rate = check_sample_rate(sample_rate)
+    shortest = min_length(sample_rate)
+    if frames < shortest:
+        raise InvalidArgument(
+            f"audio of {frames} samples ({frames / sample_rate * 1000:.2g} ms at {sample_rate} Hz) is too "
+            f"short to vary: it needs at least {shortest} samples ({ENV_S * 1000:g} ms); give a longer part"
+        )
 
 
 def _check_n(n: int) -> int:

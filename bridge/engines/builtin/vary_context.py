@@ -81,6 +81,11 @@ class VaryContext:
         return int(np.clip(round(sample / self.grid.samples_per_step), 0, max(0, steps - 1)))
 
 
+def min_length(sample_rate: int) -> int:
+    """The fewest samples :func:`analyse` works on at ``sample_rate``: one ``ENV_S`` block of the envelope."""
+    return max(1, int(round(ENV_S * sample_rate)))
+
+
 def analyse(x: np.ndarray, sample_rate: int, grid: Grid, pitch: bool = True) -> VaryContext:
     """The shared context of ``x`` ``[C, T]`` float32 on ``grid`` (at ``sample_rate``).
 
@@ -103,7 +108,7 @@ def analyse(x: np.ndarray, sample_rate: int, grid: Grid, pitch: bool = True) -> 
     profile = step_chroma.sum(axis=1)
     pitched = np.sort(profile)[-7:].sum() >= PITCHED_SHARE * profile.sum()
     foreign = (profile < USED_SHARE * profile.sum()) & pitched
-    block = max(1, int(round(ENV_S * sample_rate)))
+    block = min_length(sample_rate)
     usable = total // block * block
     high = signal.sosfilt(signal.butter(2, HIGH_HZ, "highpass", fs=sample_rate, output="sos"), mono[:usable])
     envelope = np.abs(np.stack([mono[:usable], high])).astype(np.float64).reshape(2, -1, block).max(axis=2)
