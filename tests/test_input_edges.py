@@ -191,9 +191,7 @@ def lying_wav(tmp_path: Path) -> Path:
     return path
 
 
-NOTE = (
-    "it is shorter than its header says (2.7 of 8.0 s); used what it holds (export or copy it again for the rest)"
-)
+NOTE = "it is shorter than its header says (2.7 of 8.0 s); used what it holds (export or copy it again for the rest)"
 
 
 @pytest.mark.parametrize("which", ["cut_wav", "lying_wav"])
