@@ -125,3 +125,52 @@ def render_band(
         stems[stem] = render(mid, folder / f"{stem}.wav", sample_rate)
     n = min(s.shape[1] for s in stems.values())
     return {k: v[:, :n] for k, v in stems.items()}
+
+
+SEVENTHS = {"maj7": (0, 4, 7, 11), "7": (0, 4, 7, 10), "m7": (0, 3, 7, 10)}
+_PITCH_CLASSES = {
+    "C": 0, "Db": 1, "D": 2, "Eb": 3, "E": 4, "F": 5, "F#": 6, "G": 7, "Ab": 8, "A": 9, "Bb": 10, "B": 11
+}  # fmt: skip
+
+
+def seventh_chord(symbol: str) -> tuple[int, tuple[int, ...]]:
+    """``"Am7"`` -> ``(9, (0, 3, 7, 10))``: root pitch class and intervals (``maj7``, ``7`` or ``m7``)."""
+    name = symbol[:2] if symbol[1:2] in ("b", "#") else symbol[:1]
+    return _PITCH_CLASSES[name], SEVENTHS[symbol[len(name) :]]
+
+
+def progression_song(
+    symbols: list[str], *, bass: bool = True, drums: bool = False, program: int = 0, lowest: int = 52
+) -> dict[str, tuple[list[Note], int, int]]:
+    """One seventh chord per bar of 4/4, root position (the root is the lowest chord note, at or above MIDI
+    ``lowest``), struck on beats 1 and 3 by GM ``program``; with ``bass`` a fingered bass plays the root in
+    eighths (octave 2), with ``drums`` a kick/snare/hat beat plays. ``{stem: (notes, channel, program)}``."""
+    keys, low, beat = [], [], []
+    for bar, symbol in enumerate(symbols):
+        root, intervals = seventh_chord(symbol)
+        base = lowest + (root - lowest) % 12
+        b0 = bar * 4.0
+        for start in (0.0, 2.0):
+            keys += [Note(b0 + start, 1.9, base + i, 72) for i in intervals]
+        low += [Note(b0 + e * 0.5, 0.45, 36 + (root - 36) % 12, 100) for e in range(8)]
+        for q in range(4):
+            beat += [Note(b0 + q, 0.25, 36 if q % 2 == 0 else 38, 110), Note(b0 + q + 0.5, 0.25, 42, 60)]
+    song = {"other": (keys, 2, program)}
+    if bass:
+        song["bass"] = (low, 1, 33)
+    if drums:
+        song["drums"] = (beat, 9, 0)
+    return song
+
+
+def render_song(
+    folder: Path, song: dict[str, tuple[list[Note], int, int]], bpm: float, sample_rate: int = 44100
+) -> np.ndarray:
+    """Render each part of ``song`` and mix them: ``[2, T]`` float32, as long as the shortest part."""
+    stems = []
+    for stem, (notes, channel, program) in song.items():
+        mid = folder / f"{stem}.mid"
+        write_midi(mid, notes, bpm, channel, program)
+        stems.append(render(mid, folder / f"{stem}.wav", sample_rate))
+    n = min(s.shape[1] for s in stems)
+    return np.asarray(sum(s[:, :n] for s in stems), dtype=np.float32)

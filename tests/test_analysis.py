@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bridge.audio import analysis
 from bridge.audio.analysis import Chord, Key
+from bridge.audio.bassline import bass_per_bar, overtone_share, track_bass
 from bridge.audio.onsets import density, groove, onset_envelope, onsets, rhythm
 from bridge.audio.timing import Grid, TimeSignature
+from bridge.engines.builtin.generate import analyse
+from bridge.engines.builtin.parts import Style
 from bridge.errors import InvalidArgument
-from tests import synth
+from tests import midi, synth
 
 SR = synth.SR
 GRID = Grid(120.0, TimeSignature(4, 4), SR)
@@ -61,6 +66,46 @@ def test_key_and_chords_of_other_songs(
     key = analysis.estimate_key(analysis.chroma_per_bar(audio, SR, GRID, 4))
     assert key.name == key_name
     assert names(analysis.chords_per_bar(audio, SR, GRID, 4, key)) == chord_names
+
+
+@pytest.mark.parametrize(
+    ("symbols", "options", "chord_names"),
+    [
+        (["Am7", "Dm7", "G7", "Cmaj7"], {"bass": True}, ["Am", "Dm", "G", "C"]),  # was Am D G C
+        (["Am7", "Dm7", "G7", "Cmaj7"], {"bass": False}, ["Am", "Dm", "G", "C"]),  # was C Dm G C
+        (["Cm7", "F7", "Bbmaj7", "Gm7"], {"bass": True, "drums": True}, ["Cm", "F", "Bb", "Gm"]),  # was C ...
+        (["Bm7", "E7", "Amaj7", "F#m7"], {"bass": True}, ["Bm", "E", "A", "F#m"]),  # was B E A F#m
+    ],
+    ids=["piano-bass", "piano-alone", "bass-drums", "piano-bass-in-A"],
+)
+def test_seventh_chords_are_named_by_their_root(
+    tmp_path: Path, symbols: list[str], options: dict[str, bool], chord_names: list[str]
+) -> None:
+    """7th chords played by sampled instruments (fluidsynth, GM soundfont), one per bar, root position: the
+    bass (or the chord's lowest note) names the root of a chord whose upper notes fit two triads."""
+    midi.require_fluidsynth()
+    sr, bpm = 44100, 100.0
+    audio = midi.render_song(tmp_path, midi.progression_song(symbols, **options), bpm, sr)
+    music = analyse(audio, sr, Grid(bpm, sample_rate=sr), 4, Style())
+    assert names(list(music.chords)) == chord_names
+
+
+def test_bass_line_per_bar_and_its_overtones() -> None:
+    bass = synth.bass_line(120.0, 4, C_MAJOR_ROOTS)  # C G A F, octave 2-3
+    line = track_bass(bass, SR)
+    per_bar = bass_per_bar(line, bass.shape[-1], GRID, 4)
+    assert [analysis.PITCH_NAMES[int(np.argmax(per_bar[:, b]))] for b in range(4)] == ["C", "G", "A", "F"]
+    assert per_bar.sum(axis=0).min() > 0.5  # a confident line all through
+    middle = np.array([GRID.position(steps=9)] * 4)  # inside the fifth 8th note of bar 1
+    f0 = float(line.at(middle[:1])[0][0])  # C3 (130.8 Hz)
+    assert abs(12 * np.log2(f0 / 130.81)) < 0.2
+    share = overtone_share(line, middle, np.array([2, 3, 5, 3.1]) * f0)
+    assert share[0] == 0.0 and share[3] < 0.2  # the octave stays in the chroma, and what is off the partials
+    assert share[1] > 0.8 and share[2] > 0.8  # the 3rd and 5th partials (a fifth, a major third) leave it
+    drums, _ = synth.drum_loop(120.0, 4)
+    assert bass_per_bar(track_bass(drums, SR), drums.size, GRID, 4).sum(axis=0).max() < 0.2
+    silent = track_bass(np.zeros((2, SR), np.float32), SR)
+    assert np.all(bass_per_bar(silent, SR, GRID, 1) == 0)
 
 
 def test_chords_cycle_over_a_short_context_and_cut_a_long_one(song_mix: np.ndarray) -> None:

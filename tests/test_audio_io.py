@@ -621,6 +621,35 @@ def test_resample_keeps_high_band_and_removes_aliases() -> None:
     assert 20 * np.log10(alias[:, 4000:-4000].std() / 0.5) < -90  # 23 kHz is above 22.05 kHz: filtered out
 
 
+@pytest.mark.parametrize(("sr_from", "sr_to"), [(48000, 44100), (96000, 44100), (44100, 32000)])
+@pytest.mark.parametrize("above_nyquist", [1.002, 1.01, 1.1])
+def test_resample_attenuates_a_tone_just_above_the_new_nyquist(
+    sr_from: int, sr_to: int, above_nyquist: float
+) -> None:
+    freq = sr_to / 2 * above_nyquist  # e.g. 22.09 kHz into 44.1 kHz: would fold back to 22.01 kHz
+    out = resample(sine(freq, 0.5, sr_from, amp=0.5), sr_from, sr_to)
+    level_db = 20 * np.log10(np.sqrt(2) * out[:, sr_to // 10 : -sr_to // 10].std() / 0.5 + 1e-30)
+    assert level_db < -100.0, f"{freq:.0f} Hz aliases at {level_db:.1f} dB"
+
+
+@pytest.mark.parametrize(
+    ("sr_from", "sr_to"), [(44100, 48000), (48000, 44100), (48000, 96000), (22050, 8000)]
+)
+def test_resample_has_no_delay(sr_from: int, sr_to: int) -> None:
+    """A click at sample n peaks at n * sr_to / sr_from, symmetric about it (linear phase, no shift)."""
+    step_in, step_out = sr_from // np.gcd(sr_from, sr_to), sr_to // np.gcd(sr_from, sr_to)
+    frames = 30 * step_in
+    for n in (0, 7 * step_in, frames - 3 * step_in):  # first sample, inside, near the end
+        click = np.zeros((2, frames), dtype=np.float32)
+        click[:, n] = 1.0
+        out = resample(click, sr_from, sr_to)
+        m = n // step_in * step_out
+        assert out.shape == (2, frames // step_in * step_out)
+        assert int(np.argmax(out[0])) == m and np.array_equal(out[0], out[1])
+        if m > 0:
+            assert abs(out[0, m - 1] - out[0, m + 1]) < 1e-4 * out[0, m]
+
+
 def test_resample_identity_and_errors() -> None:
     x = full_scale_noise(2, 100).astype(np.float64)
     same = resample(x, 48000, 48000)

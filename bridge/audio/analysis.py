@@ -8,6 +8,10 @@ Key estimation correlates the context's pitch-class profile with the Krumhansl-K
 24 keys. A relative pair (A minor / C major) shares its notes, so when the two score within
 ``RELATIVE_MARGIN`` of each other the tie is broken by the opening: the key whose tonic triad sounds more in
 the first bar wins (songs usually open on their tonic chord). That is why an Am-F-C-G song reads as A minor.
+
+Chords follow the bass (:mod:`bridge.audio.bassline`): the tracked bass line's overtones leave the chroma (a D
+bass no longer adds the F# of its 5th partial to a Dm7 bar), and a bar's root is weighted towards the pitch
+class the bass plays, since a 7th chord's notes fit two triads (Am7 = A C E G holds Am and C).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bridge.audio.bassline import BassLine, bass_per_bar, overtone_share, track_bass
 from bridge.audio.spectral import Stft
 from bridge.audio.timing import Grid
 from bridge.errors import InvalidArgument
@@ -31,6 +36,7 @@ _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 RELATIVE_MARGIN = 0.15
 DIATONIC_BONUS = 0.08
+BASS_BONUS = 0.2  # added to a chord's score for a bar whose confident bass plays its root throughout
 CHUNK_FRAMES = 2048  # STFT frames per chunk between progress reports
 TONAL_CLARITY = 0.6  # below this (see tonal_clarity) a context has no key or chords to follow
 SILENCE_PEAK = 1e-4  # -80 dBFS: quieter than this is treated as silence
@@ -167,6 +173,7 @@ def chroma(
     hop: int | None = None,
     fmin: float = 50.0,
     fmax: float = 5000.0,
+    bass: BassLine | None = None,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Pitch-class energy over time, tuned to A440.
@@ -179,6 +186,9 @@ def chroma(
         audio: ``[C, T]`` or ``[T]``.
         n_fft: window length; default about 93 ms (4096 at 44.1/48 kHz).
         hop: default ``n_fft // 4``.
+        bass: the tracked bass of ``audio`` (:func:`bridge.audio.bassline.track_bass`): peaks on its overtones
+            that sound another pitch class than its root (the 3rd partial's fifth, the 5th's major third) are
+            left out, as far as the tracker is confident.
         progress: ``callback(fraction, "analyse")`` between chunks of a long signal.
 
     Returns:
@@ -204,19 +214,26 @@ def chroma(
     midi = 69.0 + 12.0 * np.log2(freq / 440.0)
     nearest = np.round(midi)
     weight = weight * np.cos(np.pi * (midi - nearest)) ** 2
+    if bass is not None:
+        weight = weight * (1.0 - overtone_share(bass, f * hop, freq))
     pc = nearest.astype(np.int64) % 12
     out = np.bincount(pc * frames + f, weights=weight, minlength=12 * frames)
     return out.reshape(12, frames).astype(np.float32)
 
 
 def _bar_chroma_raw(
-    audio: np.ndarray, sample_rate: int, grid: Grid, bars: int, progress: ProgressFn | None = None
+    audio: np.ndarray,
+    sample_rate: int,
+    grid: Grid,
+    bars: int,
+    bass: BassLine | None = None,
+    progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Chroma ``[12, bars]`` summed over the frames whose whole window lies in each bar (frames centred in
     the bar when bars are shorter than a window); frames centred past the end of ``audio`` are left out."""
     n_fft = nearest_pow2(0.093 * sample_rate)
     hop = n_fft // 4
-    frames = chroma(audio, sample_rate, n_fft=n_fft, hop=hop, progress=progress)
+    frames = chroma(audio, sample_rate, n_fft=n_fft, hop=hop, bass=bass, progress=progress)
     centres = np.arange(frames.shape[1]) * hop
     edges = grid.bar_positions(bars + 1)
     bar_of = np.searchsorted(edges, centres, side="right") - 1
@@ -233,15 +250,23 @@ def _bar_chroma_raw(
 
 
 def chroma_per_bar(
-    audio: np.ndarray, sample_rate: int, grid: Grid, bars: int, *, progress: ProgressFn | None = None
+    audio: np.ndarray,
+    sample_rate: int,
+    grid: Grid,
+    bars: int,
+    *,
+    bass: BassLine | None = None,
+    progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Chroma summed over each bar (frames centred in the bar) and normalised to sum 1 per bar.
+
+    ``bass``: leave out the bass's overtones (see :func:`chroma`).
 
     Returns:
         ``[12, bars]`` float32; a silent bar (60 dB below the loudest, or past the end of ``audio``) is all
         zeros.
     """
-    raw = _bar_chroma_raw(audio, sample_rate, grid, int(bars), progress)
+    raw = _bar_chroma_raw(audio, sample_rate, grid, int(bars), bass, progress)
     total = raw.sum(axis=0, keepdims=True)
     heard = total > max(SILENT_BAR * float(total.max(initial=0.0)), 1e-30)
     return np.where(heard, raw / np.maximum(total, 1e-30), 0.0).astype(np.float32)
@@ -322,13 +347,21 @@ def _chord_candidates(key: Key) -> list[tuple[Chord, float]]:
     return out
 
 
-def match_chord(bar_chroma: np.ndarray, key: Key) -> Chord:
-    """The triad whose template best matches ``bar_chroma`` ``[12]``, diatonic chords of ``key`` preferred."""
+def match_chord(bar_chroma: np.ndarray, key: Key, bass: np.ndarray | None = None) -> Chord:
+    """The triad whose template best matches ``bar_chroma`` ``[12]``, diatonic chords of ``key`` preferred.
+
+    ``bass`` ``[12]``, a column of :func:`bridge.audio.bassline.bass_per_bar`, prefers the chord whose root
+    the bass plays (a 7th chord holds two triads, Am7 = Am + C: its root is the one in the bass), and for
+    such a chord lets the bar's own third, not the key, decide between major and minor.
+    """
     v = np.asarray(bar_chroma, dtype=np.float64)
     v = v / max(float(np.linalg.norm(v)), 1e-30)
+    low = np.zeros(12) if bass is None else np.asarray(bass, dtype=np.float64)
     best, best_score = key.triad(0), -np.inf
     for chord, bonus in _chord_candidates(key):
-        score = float(v[list(chord.pitch_classes)].sum()) / np.sqrt(3.0) + bonus
+        # a root the bass confirms: the bar's own third decides the quality, not the key's preference
+        score = float(v[list(chord.pitch_classes)].sum()) / np.sqrt(3.0) + bonus * (1.0 - low[chord.root])
+        score += BASS_BONUS * low[chord.root]
         if score > best_score:
             best, best_score = chord, score
     return best
@@ -340,16 +373,25 @@ def default_chords(key: Key, bars: int) -> list[Chord]:
     return [key.triad(degrees[b % 4]) for b in range(int(bars))]
 
 
-def chords_from_chroma(bar_chroma: np.ndarray, key: Key, bars: int) -> list[Chord]:
+def chords_from_chroma(
+    bar_chroma: np.ndarray, key: Key, bars: int, bar_bass: np.ndarray | None = None
+) -> list[Chord]:
     """One chord per bar for ``bars`` bars from :func:`chroma_per_bar` output ``[12, n]``.
 
     Bars past ``n`` repeat the first ``n`` (cycle); an all-zero (silent) bar holds the previous chord; no
-    heard bar at all gives :func:`default_chords`.
+    heard bar at all gives :func:`default_chords`. ``bar_bass`` ``[12, n]``, from
+    :func:`bridge.audio.bassline.bass_per_bar`, weights each bar's root towards its bass (see
+    :func:`match_chord`).
     """
     c = np.asarray(bar_chroma, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] != 12 or c.shape[1] == 0:
         raise InvalidArgument(f"bar chroma must be shaped [12, bars >= 1], got {list(c.shape)}")
-    found = [match_chord(c[:, b], key) if c[:, b].sum() > 0 else None for b in range(c.shape[1])]
+    low = np.zeros_like(c) if bar_bass is None else np.asarray(bar_bass, dtype=np.float64)
+    if low.shape != c.shape:
+        raise InvalidArgument(
+            f"bar bass must be shaped like the bar chroma {list(c.shape)}, got {list(low.shape)}"
+        )
+    found = [match_chord(c[:, b], key, low[:, b]) if c[:, b].sum() > 0 else None for b in range(c.shape[1])]
     heard = [ch for ch in found if ch is not None]
     if not heard:
         return default_chords(key, bars)
@@ -360,7 +402,8 @@ def chords_from_chroma(bar_chroma: np.ndarray, key: Key, bars: int) -> list[Chor
 
 
 def chords_per_bar(audio: np.ndarray, sample_rate: int, grid: Grid, bars: int, key: Key) -> list[Chord]:
-    """One chord per bar for ``bars`` bars, read from ``audio`` ``[C, T]``.
+    """One chord per bar for ``bars`` bars, read from ``audio`` ``[C, T]``; the bass names each bar's root
+    and its overtones are left out of the chroma (:mod:`bridge.audio.bassline`).
 
     Uses the first ``bars`` bars of a longer ``audio``; a shorter one's chords repeat (cycle) over its bars.
     A silent bar holds the previous chord; silent audio gives :func:`default_chords`.
@@ -368,8 +411,11 @@ def chords_per_bar(audio: np.ndarray, sample_rate: int, grid: Grid, bars: int, k
     Returns:
         ``bars`` chords.
     """
-    n_ctx = min(int(bars), context_bars(np.asarray(audio).shape[-1], grid))
-    return chords_from_chroma(chroma_per_bar(audio, sample_rate, grid, n_ctx), key, bars)
+    n_samples = np.asarray(audio).shape[-1]
+    n_ctx = min(int(bars), context_bars(n_samples, grid))
+    line = track_bass(audio, sample_rate)
+    bar_chroma = chroma_per_bar(audio, sample_rate, grid, n_ctx, bass=line)
+    return chords_from_chroma(bar_chroma, key, bars, bass_per_bar(line, n_samples, grid, n_ctx))
 
 
 # ------------------------------------------------------------------------------------------- moved names

@@ -34,6 +34,7 @@ import re
 import numpy as np
 
 from bridge.audio import analysis
+from bridge.audio.bassline import bass_per_bar, track_bass
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.onsets import rhythm
 from bridge.audio.timing import Grid
@@ -150,10 +151,12 @@ def analyse(
         return Music(grid, bars, key, tuple(analysis.default_chords(key, bars)), zeros, zeros, None)
     n_ctx = min(bars, analysis.context_bars(audio.shape[1], grid))
     audio = audio[:, : grid.samples_for_bars(n_ctx)]
-    bar_chroma = analysis.chroma_per_bar(audio, sample_rate, grid, n_ctx, progress=p.sub(0.0, 0.3))
+    line = track_bass(audio, sample_rate)  # names each bar's root; its overtones leave the chroma
+    bar_chroma = analysis.chroma_per_bar(audio, sample_rate, grid, n_ctx, bass=line, progress=p.sub(0.0, 0.3))
     if analysis.tonal_clarity(bar_chroma) >= analysis.TONAL_CLARITY:
         key = analysis.estimate_key(bar_chroma)
-        chords = analysis.chords_from_chroma(bar_chroma, key, bars)
+        bar_bass = bass_per_bar(line, audio.shape[1], grid, n_ctx)
+        chords = analysis.chords_from_chroma(bar_chroma, key, bars, bar_bass)
     else:  # drums only: follow the groove, take the harmony from the prompt
         key = style.key or analysis.DEFAULT_KEY
         chords = analysis.default_chords(key, bars)
