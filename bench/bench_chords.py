@@ -83,7 +83,7 @@ def main() -> None:
                 want = [triad_name(s) for s in symbols]
                 for reading in counts:
                     got = read_chords(audio, sample_rate, grid, len(symbols), reading == "bass")
-                    counts[reading] += sum(g == w for g, w in zip(got, want))
+                    counts[reading] += sum(g == w for g, w in zip(got, want, strict=True))
                     if args.verbose:
                         print(f"  {setting}, {reading}: {' '.join(symbols)} -> {' '.join(got)}")
             bars = len(PROGRESSIONS) * 4
