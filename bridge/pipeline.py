@@ -24,6 +24,7 @@ import numpy as np
 
 from bridge import __version__
 from bridge.audio import io as audio_io
+from bridge.audio.blocks import AudioSource
 from bridge.audio.bwf import read_bext
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.post import finish, fit_length
@@ -35,6 +36,7 @@ from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
 from bridge.naming import output_name, parse_tempo, safe_name, split_source
+from bridge.streaming import separate_to_files
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ DEFAULT_PART_OFFSET_LU = 4.0
 # The most audio one request may render (all its takes together): bounds memory and time. 20 minutes is
 # 256 bars of 4/4 at 100 bpm, twice; or 8 bars at 120 bpm, 75 times.
 MAX_RENDER_SECONDS = 20 * 60
+# Separations of inputs longer than this (and longer than the engine's block) run block by block, straight into
+# their files (:mod:`bridge.streaming`); shorter ones are read whole, which the result cache needs. A whole
+# five minutes takes about 1 GB with the built-in engine.
+STREAM_ABOVE_SECONDS = 5 * 60
 
 # Told the planned files (final paths reserved, nothing visible yet) right before a job publishes them;
 # raising stops the job, and nothing appears.
@@ -268,6 +274,9 @@ def separate_file(
     eng.require_stems("separate", wanted)
     section = section or Section()
     options = _inherit_position(options, Path(path), section.start)
+    streamed = _separate_streamed(eng, Path(path), wanted, options, section, report, on_publish)
+    if streamed is not None:
+        return streamed
     digest = file_digest(Path(path)) if cache is not None else None
     audio, sample_rate = audio_io.read_audio(path)
     audio = cut(audio, sample_rate, section, Path(path).name)
@@ -296,10 +305,7 @@ def separate_file(
     if peak > 1.0 and options.bit_depth != 32:
         # Stems of a mix above 0 dBFS would clip in integer PCM and no longer sum to the mix.
         options = replace(options, bit_depth=32)
-        info["warnings"] = [
-            f"the stems peak at {20 * np.log10(peak):+.1f} dBFS, so they were written as 32-bit float "
-            "to keep them unclipped"
-        ]
+        info["warnings"] = [_unclipped_warning(peak)]
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
@@ -310,6 +316,62 @@ def separate_file(
     report(1.0, "cache" if cached else "done")
     if cached:  # the engine did not run: only its loading notes hold
         return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info, job=False))
+    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info))
+
+
+def _unclipped_warning(peak: float) -> str:
+    return (
+        f"the stems peak at {20 * np.log10(peak):+.1f} dBFS, so they were written as 32-bit float "
+        "to keep them unclipped"
+    )
+
+
+def _separate_streamed(
+    eng: Engine,
+    path: Path,
+    wanted: list[str],
+    options: OutputOptions,
+    section: Section,
+    report: Progress,
+    on_publish: PublishHook | None,
+) -> Result | None:
+    """Separate a long input block by block straight into its files (:mod:`bridge.streaming`), in memory that
+    follows the engine's block, not the song. ``None`` (nothing done) when the input fits in one block, the
+    engine needs it whole, or the engine or the output works at another rate than the file's; such inputs are
+    read whole (and may be served from the cache)."""
+    with AudioSource(path, section) as source:
+        rate = source.sample_rate
+        plan = eng.block_plan(rate)
+        if (
+            plan is None
+            or source.frames <= max(plan.block, STREAM_ABOVE_SECONDS * rate)
+            or eng.sample_rate not in (None, rate)
+            or options.sample_rate not in (None, rate)
+        ):
+            return None
+        report(0.02, "read")
+        ext = FORMATS[options.fmt]
+        targets = {stem: options.out_dir / output_name(path.stem, stem, ext=ext) for stem in wanted}
+        written = separate_to_files(
+            eng,
+            source,
+            wanted,
+            plan,
+            targets,
+            fmt=options.fmt,
+            bit_depth=options.bit_depth,
+            position=None if options.position is None else int(round(options.position * rate)),
+            description=f"stembridge separate {path.name} ({eng.model_name})",
+            progress=report.sub(0.05, 0.99),
+            on_publish=on_publish,
+        )
+    info: dict[str, Any] = {"source": str(path), "cached": False}
+    if written.bit_depth != options.bit_depth:
+        info["warnings"] = [_unclipped_warning(written.peak)]
+    outputs = [
+        Output(stem, written.paths[stem], None, rate, written.frames, written.channels) for stem in wanted
+    ]
+    report(1.0, "done")
     return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info))
 
 
