@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge import __version__
+from bridge import __version__, memory
 from bridge.audio import io as audio_io
 from bridge.audio.blocks import AudioSource
 from bridge.audio.bwf import read_bext
@@ -32,7 +32,7 @@ from bridge.audio.section import Section, cut
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.audio.writer import Publisher, Staged
-from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
+from bridge.engines.base import BlockPlan, Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
 from bridge.naming import output_name, parse_tempo, safe_name, split_source
@@ -62,6 +62,7 @@ MAX_RENDER_SECONDS = 20 * 60
 # their files (:mod:`bridge.streaming`); shorter ones are read whole, which the result cache needs. A whole
 # five minutes takes about 1 GB with the built-in engine.
 STREAM_ABOVE_SECONDS = 5 * 60
+_F32 = 4  # bytes per sample
 
 # Told the planned files (final paths reserved, nothing visible yet) right before a job publishes them;
 # raising stops the job, and nothing appears.
@@ -243,6 +244,7 @@ def _write_all(
     ]
 
 
+@memory.guard(lambda path, *args, **kwargs: f"separate {Path(path).name}")
 def separate_file(
     path: Path,
     options: OutputOptions,
@@ -326,6 +328,53 @@ def _unclipped_warning(peak: float) -> str:
     )
 
 
+def _stream_plan(eng: Engine, source: AudioSource, options: OutputOptions) -> BlockPlan | None:
+    """The engine's blocks when ``source`` is separated block by block, or ``None`` when it is read whole."""
+    rate = source.sample_rate
+    plan = eng.block_plan(rate)
+    if (
+        plan is None
+        or source.frames <= max(plan.block, STREAM_ABOVE_SECONDS * rate)
+        or eng.sample_rate not in (None, rate)
+        or options.sample_rate not in (None, rate)
+    ):
+        return None
+    return plan
+
+
+def separation_memory(
+    eng: Engine | None, path: Path, stems: int, options: OutputOptions, section: Section | None = None
+) -> int:
+    """Bytes a separation of ``path`` holds at its peak, roughly: its input and ``stems`` stems twice over
+    (working copies), float32, for the whole input or for one block and its context when ``eng`` streams it
+    (``None``: an engine not loaded yet, counted as reading the input whole)."""
+    with AudioSource(path, section) as source:
+        plan = None if eng is None else _stream_plan(eng, source, options)
+        frames = source.frames if plan is None else min(source.frames, plan.block + 2 * plan.context)
+        if eng is not None and plan is None and eng.sample_rate and eng.sample_rate != source.sample_rate:
+            frames += frames * eng.sample_rate // source.sample_rate
+        return frames * max(2, source.channels) * _F32 * (2 * max(1, stems) + 4)
+
+
+def generation_memory(
+    context_paths: Sequence[Path], spec: GenerateSpec, starts: Sequence[float] | None
+) -> int:
+    """Bytes a generation holds at its peak, roughly: the context (each file, its stereo copy and the mix,
+    float32 stereo) and every take a few times over (rendering, resampling, finishing)."""
+    context = 0
+    for p, start in zip(context_paths, _context_starts(context_paths, starts), strict=True):
+        with AudioSource(p, Section(start)) as source:
+            context += source.frames * max(2, source.channels)
+    take = spec.grid(DEFAULT_SAMPLE_RATE).samples_for_bars(spec.bars) * 2
+    return _F32 * (3 * context + 4 * take * spec.variations)
+
+
+def variation_memory(path: Path, variations: int, section: Section | None = None) -> int:
+    """Bytes :func:`vary_file` holds at its peak, roughly: the input and each variation a few times over."""
+    with AudioSource(path, section) as source:
+        return _F32 * source.frames * max(2, source.channels) * (3 * int(variations) + 4)
+
+
 def _separate_streamed(
     eng: Engine,
     path: Path,
@@ -341,13 +390,8 @@ def _separate_streamed(
     read whole (and may be served from the cache)."""
     with AudioSource(path, section) as source:
         rate = source.sample_rate
-        plan = eng.block_plan(rate)
-        if (
-            plan is None
-            or source.frames <= max(plan.block, STREAM_ABOVE_SECONDS * rate)
-            or eng.sample_rate not in (None, rate)
-            or options.sample_rate not in (None, rate)
-        ):
+        plan = _stream_plan(eng, source, options)
+        if plan is None:
             return None
         report(0.02, "read")
         ext = FORMATS[options.fmt]
@@ -426,6 +470,7 @@ def load_context(
     return mix, int(rate or DEFAULT_SAMPLE_RATE)
 
 
+@memory.guard(lambda context_paths, spec, *args, **kwargs: f"generate {spec.stem}")
 def generate_files(
     context_paths: Sequence[Path],
     spec: GenerateSpec,
@@ -500,6 +545,7 @@ def generate_files(
     return Result("generate", eng.name, eng.model_name, outputs, _notes(eng, info))
 
 
+@memory.guard(lambda path, *args, **kwargs: f"vary {Path(path).name}")
 def vary_file(
     path: Path,
     options: OutputOptions,
