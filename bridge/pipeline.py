@@ -360,7 +360,16 @@ def generation_memory(
     context_paths: Sequence[Path], spec: GenerateSpec, starts: Sequence[float] | None
 ) -> int:
     """Bytes a generation holds at its peak, roughly: the context (each file, its stereo copy and the mix,
-    float32 stereo) and every take a few times over (rendering, resampling, finishing)."""
+    float32 stereo) and every take a few times over (rendering, resampling, finishing).
+
+    Raises:
+        InvalidArgument: as :func:`generate_files` would, for a render over the limit (checked first).
+    """
+    _check_render_length(
+        spec.grid(DEFAULT_SAMPLE_RATE).samples_for_bars(spec.bars) / DEFAULT_SAMPLE_RATE,
+        spec.variations,
+        f"{spec.bars} bars of {spec.time_signature} at {spec.bpm:g} bpm",
+    )
     context = 0
     for p, start in zip(context_paths, _context_starts(context_paths, starts), strict=True):
         with AudioSource(p, Section(start)) as source:
@@ -370,8 +379,15 @@ def generation_memory(
 
 
 def variation_memory(path: Path, variations: int, section: Section | None = None) -> int:
-    """Bytes :func:`vary_file` holds at its peak, roughly: the input and each variation a few times over."""
+    """Bytes :func:`vary_file` holds at its peak, roughly: the input and each variation a few times over.
+
+    Raises:
+        InvalidArgument: as :func:`vary_file` would, for a bad count or a render over the limit.
+    """
+    if not 1 <= int(variations) <= 16:
+        raise InvalidArgument(f"variations must be between 1 and 16, got {variations}")
     with AudioSource(path, section) as source:
+        _check_render_length(source.seconds, int(variations), f"{variations} variations of {path}")
         return _F32 * source.frames * max(2, source.channels) * (3 * int(variations) + 4)
 
 
