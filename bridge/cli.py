@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bridge import __version__
-from bridge.errors import InvalidArgument, StembridgeError
+from bridge.errors import InvalidArgument, OutOfMemory, StembridgeError
+from bridge.memory import message as memory_message
 from bridge.termination import Terminated, termination_raises
 
 EXIT_OK = 0
@@ -487,6 +488,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _doing(args: argparse.Namespace) -> str:
+    """What the command was doing, for an error: ``separate song.wav``."""
+    target = getattr(args, "file", None)
+    return f"{args.command} {target.name}" if isinstance(target, Path) else str(args.command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -503,7 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cleanup:
             handler: Callable[[argparse.Namespace], int] = args.handler
             return handler(args)
-    except StembridgeError as exc:
+    except (StembridgeError, MemoryError) as caught:
+        # the library turns running out of memory inside a job into OutOfMemory; this catches the rest
+        exc = caught if isinstance(caught, StembridgeError) else OutOfMemory(memory_message(_doing(args)))
         if getattr(args, "json", False):
             print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
         print(f"stembridge {args.command}: error: {exc.message}", file=sys.stderr)

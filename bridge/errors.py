@@ -63,6 +63,12 @@ class ModelNotFound(StembridgeError):
     code = "model_not_found"
 
 
+class OutOfMemory(StembridgeError):
+    """A job needs more memory than this machine has free (the message says what to try instead)."""
+
+    code = "out_of_memory"
+
+
 class ConfigError(StembridgeError):
     """The configuration file or an environment variable holds a bad value."""
 

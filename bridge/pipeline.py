@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge import __version__
+from bridge import __version__, memory
 from bridge.audio import io as audio_io
+from bridge.audio.blocks import AudioSource
 from bridge.audio.bwf import read_bext
 from bridge.audio.headers import truncation
 from bridge.audio.loudness import integrated_loudness
@@ -32,10 +33,11 @@ from bridge.audio.section import Section, cut
 from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.audio.writer import Publisher, Staged
-from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
+from bridge.engines.base import BlockPlan, Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
 from bridge.naming import output_name, parse_tempo, safe_name, split_source
+from bridge.streaming import separate_to_files
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,11 @@ DEFAULT_PART_OFFSET_LU = 4.0
 # The most audio one request may render (all its takes together): bounds memory and time. 20 minutes is
 # 256 bars of 4/4 at 100 bpm, twice; or 8 bars at 120 bpm, 75 times.
 MAX_RENDER_SECONDS = 20 * 60
+# Separations of inputs longer than this (and longer than the engine's block) run block by block, straight into
+# their files (:mod:`bridge.streaming`); shorter ones are read whole, which the result cache needs. A whole
+# five minutes takes about 1 GB with the built-in engine.
+STREAM_ABOVE_SECONDS = 5 * 60
+_F32 = 4  # bytes per sample
 
 # Told the planned files (final paths reserved, nothing visible yet) right before a job publishes them;
 # raising stops the job, and nothing appears.
@@ -256,6 +263,7 @@ def _write_all(
     ]
 
 
+@memory.guard(lambda path, *args, **kwargs: f"separate {Path(path).name}")
 def separate_file(
     path: Path,
     options: OutputOptions,
@@ -287,6 +295,9 @@ def separate_file(
     eng.require_stems("separate", wanted)
     section = section or Section()
     options = _inherit_position(options, Path(path), section.start)
+    streamed = _separate_streamed(eng, Path(path), wanted, options, section, report, on_publish)
+    if streamed is not None:
+        return streamed
     digest = file_digest(Path(path)) if cache is not None else None
     audio, sample_rate = audio_io.read_audio(path)
     audio = cut(audio, sample_rate, section, Path(path).name)
@@ -315,10 +326,7 @@ def separate_file(
     if peak > 1.0 and options.bit_depth != 32:
         # Stems of a mix above 0 dBFS would clip in integer PCM and no longer sum to the mix.
         options = replace(options, bit_depth=32)
-        info["warnings"] = [
-            f"the stems peak at {20 * np.log10(peak):+.1f} dBFS, so they were written as 32-bit float "
-            "to keep them unclipped"
-        ]
+        info["warnings"] = [_unclipped_warning(peak)]
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
@@ -331,6 +339,120 @@ def separate_file(
         info = _notes(eng, info, job=False, inputs=[path])
         return Result("separate", eng.name, eng.model_name, outputs, info)
     return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info, inputs=[path]))
+
+
+def _unclipped_warning(peak: float) -> str:
+    return (
+        f"the stems peak at {20 * np.log10(peak):+.1f} dBFS, so they were written as 32-bit float "
+        "to keep them unclipped"
+    )
+
+
+def _stream_plan(eng: Engine, source: AudioSource, options: OutputOptions) -> BlockPlan | None:
+    """The engine's blocks when ``source`` is separated block by block, or ``None`` when it is read whole."""
+    rate = source.sample_rate
+    plan = eng.block_plan(rate)
+    if (
+        plan is None
+        or source.frames <= max(plan.block, STREAM_ABOVE_SECONDS * rate)
+        or eng.sample_rate not in (None, rate)
+        or options.sample_rate not in (None, rate)
+    ):
+        return None
+    return plan
+
+
+def separation_memory(
+    eng: Engine | None, path: Path, stems: int, options: OutputOptions, section: Section | None = None
+) -> int:
+    """Bytes a separation of ``path`` holds at its peak, roughly: its input and ``stems`` stems twice over
+    (working copies), float32, for the whole input or for one block and its context when ``eng`` streams it
+    (``None``: an engine not loaded yet, counted as reading the input whole)."""
+    with AudioSource(path, section) as source:
+        plan = None if eng is None else _stream_plan(eng, source, options)
+        frames = source.frames if plan is None else min(source.frames, plan.block + 2 * plan.context)
+        if eng is not None and plan is None and eng.sample_rate and eng.sample_rate != source.sample_rate:
+            frames += frames * eng.sample_rate // source.sample_rate
+        return frames * max(2, source.channels) * _F32 * (2 * max(1, stems) + 4)
+
+
+def generation_memory(
+    context_paths: Sequence[Path], spec: GenerateSpec, starts: Sequence[float] | None
+) -> int:
+    """Bytes a generation holds at its peak, roughly: the context (each file, its stereo copy and the mix,
+    float32 stereo) and every take a few times over (rendering, resampling, finishing).
+
+    Raises:
+        InvalidArgument: as :func:`generate_files` would, for a render over the limit (checked first).
+    """
+    _check_render_length(
+        spec.grid(DEFAULT_SAMPLE_RATE).samples_for_bars(spec.bars) / DEFAULT_SAMPLE_RATE,
+        spec.variations,
+        f"{spec.bars} bars of {spec.time_signature} at {spec.bpm:g} bpm",
+    )
+    context = 0
+    for p, start in zip(context_paths, _context_starts(context_paths, starts), strict=True):
+        with AudioSource(p, Section(start)) as source:
+            context += source.frames * max(2, source.channels)
+    take = spec.grid(DEFAULT_SAMPLE_RATE).samples_for_bars(spec.bars) * 2
+    return _F32 * (3 * context + 4 * take * spec.variations)
+
+
+def variation_memory(path: Path, variations: int, section: Section | None = None) -> int:
+    """Bytes :func:`vary_file` holds at its peak, roughly: the input and each variation a few times over.
+
+    Raises:
+        InvalidArgument: as :func:`vary_file` would, for a bad count or a render over the limit.
+    """
+    if not 1 <= int(variations) <= 16:
+        raise InvalidArgument(f"variations must be between 1 and 16, got {variations}")
+    with AudioSource(path, section) as source:
+        _check_render_length(source.seconds, int(variations), f"{variations} variations of {path}")
+        return _F32 * source.frames * max(2, source.channels) * (3 * int(variations) + 4)
+
+
+def _separate_streamed(
+    eng: Engine,
+    path: Path,
+    wanted: list[str],
+    options: OutputOptions,
+    section: Section,
+    report: Progress,
+    on_publish: PublishHook | None,
+) -> Result | None:
+    """Separate a long input block by block straight into its files (:mod:`bridge.streaming`), in memory that
+    follows the engine's block, not the song. ``None`` (nothing done) when the input fits in one block, the
+    engine needs it whole, or the engine or the output works at another rate than the file's; such inputs are
+    read whole (and may be served from the cache)."""
+    with AudioSource(path, section) as source:
+        rate = source.sample_rate
+        plan = _stream_plan(eng, source, options)
+        if plan is None:
+            return None
+        report(0.02, "read")
+        ext = FORMATS[options.fmt]
+        targets = {stem: options.out_dir / output_name(path.stem, stem, ext=ext) for stem in wanted}
+        written = separate_to_files(
+            eng,
+            source,
+            wanted,
+            plan,
+            targets,
+            fmt=options.fmt,
+            bit_depth=options.bit_depth,
+            position=None if options.position is None else int(round(options.position * rate)),
+            description=f"stembridge separate {path.name} ({eng.model_name})",
+            progress=report.sub(0.05, 0.99),
+            on_publish=on_publish,
+        )
+    info: dict[str, Any] = {"source": str(path), "cached": False}
+    if written.bit_depth != options.bit_depth:
+        info["warnings"] = [_unclipped_warning(written.peak)]
+    outputs = [
+        Output(stem, written.paths[stem], None, rate, written.frames, written.channels) for stem in wanted
+    ]
+    report(1.0, "done")
+    return Result("separate", eng.name, eng.model_name, outputs, _notes(eng, info))
 
 
 def _separate(
@@ -384,6 +506,7 @@ def load_context(
     return mix, int(rate or DEFAULT_SAMPLE_RATE)
 
 
+@memory.guard(lambda context_paths, spec, *args, **kwargs: f"generate {spec.stem}")
 def generate_files(
     context_paths: Sequence[Path],
     spec: GenerateSpec,
@@ -457,6 +580,7 @@ def generate_files(
     return Result("generate", eng.name, eng.model_name, outputs, _notes(eng, info, inputs=context_paths))
 
 
+@memory.guard(lambda path, *args, **kwargs: f"vary {Path(path).name}")
 def vary_file(
     path: Path,
     options: OutputOptions,

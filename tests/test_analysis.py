@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,30 @@ def test_chroma_of_a_tone_and_its_limits() -> None:
     # same answer at 48 kHz
     c48 = analysis.chroma(synth.faded_sine(440.0, 1.0, sr=48000), 48000)
     assert int(np.argmax(c48.sum(axis=1))) == 9
+
+
+def _chroma_peak(seconds: float) -> tuple[np.ndarray, int]:
+    """Chroma of ``seconds`` of a noisy tone, and the most memory the call allocated at once."""
+    sr = 22050
+    t = np.arange(int(seconds * sr)) / sr
+    noise = 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) + noise).astype(np.float32)[None]
+    tracemalloc.start()
+    try:
+        c = analysis.chroma(x, sr)
+        return c, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_chroma_of_a_long_context_works_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, _ = _chroma_peak(20.0)
+    monkeypatch.setattr(analysis, "CHUNK_FRAMES", 64)
+    chunked, short_peak = _chroma_peak(20.0)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)  # frames are independent
+    _, long_peak = _chroma_peak(40.0)
+    # twice the audio adds its own copies (mono, padded: 20 s is 1.8 MB as float32), not a spectrogram
+    assert long_peak - short_peak < 4 * 20 * 22050 * 4
 
 
 def test_tonal_clarity_tells_pitched_from_unpitched(

@@ -437,3 +437,34 @@ def test_bfloat16_stays_close_to_float32_and_auto_follows_the_cpu(
     assert _engine(models_dir, precision=None).options.precision == "float32"
     with pytest.raises(InvalidArgument, match="precision must be auto, float32 or bfloat16, got 'half'"):
         _engine(models_dir, precision="half")
+
+
+@pytest.mark.parametrize("shifts", [0, 2])
+def test_long_input_streams_in_blocks_like_the_whole_separation(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shifts: int
+) -> None:
+    from bridge import pipeline
+    from bridge.engines.demucs_engine import DemucsEngine, run
+
+    song = synth.mix(synth.song_stems(bpm=120.0, bars=4))  # 8 s
+    path = tmp_path / "long.wav"
+    sf.write(str(path), song.T, SR, subtype="FLOAT")
+    eng = _engine(models_dir, shifts=shifts)
+    whole = eng.separate(song, SR, [])
+    monkeypatch.setattr(pipeline, "STREAM_ABOVE_SECONDS", 0.0)
+    monkeypatch.setattr(run, "BLOCK_SECONDS", 1.5)  # two 0.75 s strides of the tiny model's 1 s chunks
+    windows: list[int] = []
+    real = DemucsEngine.separate_block
+
+    def counting(self: DemucsEngine, audio: np.ndarray, *args: Any) -> dict[str, np.ndarray]:
+        windows.append(audio.shape[-1])
+        return real(self, audio, *args)
+
+    monkeypatch.setattr(DemucsEngine, "separate_block", counting)
+    result = pipeline.separate_file(path, pipeline.OutputOptions(tmp_path / "out", bit_depth=32), engine=eng)
+    assert len(windows) == -(-song.shape[-1] // 66150)  # 1.5 s blocks...
+    assert max(windows) < song.shape[-1]  # ...each with its context, never the whole song
+    for out in result.outputs:
+        data, rate = sf.read(str(out.path), dtype="float32", always_2d=True)
+        assert rate == SR and data.shape == (song.shape[-1], 2)  # to the sample
+        np.testing.assert_allclose(data.T, whole[out.stem], atol=1e-5)  # the blocks' seams do not show

@@ -199,7 +199,32 @@ def chroma(
     mono = to_mono(audio)
     if mono.size == 0:
         return np.zeros((12, 0), dtype=np.float32)
-    mag = stft_magnitude(mono, n_fft, hop, progress)  # [frames, F]
+    # frame by frame, so a chunk of frames at a time: memory follows the chunk, not the context's length
+    plan = Stft(n_fft, hop)
+    padded = plan.pad(mono)
+    total = plan.n_frames(mono.shape[-1])
+    out = np.empty((12, total), dtype=np.float32)
+    for start in range(0, total, CHUNK_FRAMES):
+        stop = min(total, start + CHUNK_FRAMES)
+        mag = np.abs(plan.analyse(padded, start, stop))  # [frames, F]
+        centres = (start + np.arange(stop - start)) * hop  # the frames' centres, in samples
+        out[:, start:stop] = _peak_chroma(mag, sample_rate, n_fft, fmin, fmax, bass, centres)
+        if progress is not None:
+            progress(stop / total, "analyse")
+    return out
+
+
+def _peak_chroma(
+    mag: np.ndarray,
+    sample_rate: int,
+    n_fft: int,
+    fmin: float,
+    fmax: float,
+    bass: BassLine | None,
+    centres: np.ndarray,
+) -> np.ndarray:
+    """:func:`chroma` of the magnitude frames ``mag`` ``[frames, F]`` centred on samples ``centres`` ->
+    ``[12, frames]``."""
     frames = mag.shape[0]
     mid = mag[:, 1:-1]
     floor = np.maximum(mag.max(axis=1, keepdims=True) * 10 ** (-50 / 20), 1e-6)
@@ -215,7 +240,7 @@ def chroma(
     nearest = np.round(midi)
     weight = weight * np.cos(np.pi * (midi - nearest)) ** 2
     if bass is not None:
-        weight = weight * (1.0 - overtone_share(bass, f * hop, freq))
+        weight = weight * (1.0 - overtone_share(bass, centres[f], freq))
     pc = nearest.astype(np.int64) % 12
     out = np.bincount(pc * frames + f, weights=weight, minlength=12 * frames)
     return out.reshape(12, frames).astype(np.float32)

@@ -265,6 +265,11 @@ def quantize(block: np.ndarray, bit_depth: int) -> np.ndarray:
     return ints
 
 
+def encode(block: np.ndarray, bit_depth: int) -> bytes:
+    """``[C, n]`` float32 -> interleaved little-endian sample bytes (16/24-bit PCM, 32: IEEE float)."""
+    return _encode(block, bit_depth, bit_depth == 32)
+
+
 def _encode(block: np.ndarray, bit_depth: int, is_float: bool) -> bytes:
     """``[C, n]`` float32 -> interleaved little-endian sample bytes."""
     frames = np.ascontiguousarray(block.T)
@@ -274,6 +279,36 @@ def _encode(block: np.ndarray, bit_depth: int, is_float: bool) -> bytes:
     if bit_depth == 16:
         return ints.astype("<i2").tobytes()
     return ints.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+def wav_header(
+    channels: int, sample_rate: int, bit_depth: int, frames: int, bext: bytes | None = None
+) -> bytes:
+    """Everything of a WAV file before its samples, for ``frames`` frames of ``channels`` channels.
+
+    Its length depends only on the format and ``bext``, not on ``frames``: a streaming writer writes it first
+    with a guess and writes it again, in place, once the count is known.
+
+    Raises:
+        InvalidArgument: unsupported bit depth.
+        AudioWriteError: the result would pass the 4 GB RIFF limit.
+    """
+    if bit_depth not in (16, 24, 32):
+        raise InvalidArgument(f"WAV bit_depth must be 16, 24 or 32 (float), got {bit_depth}")
+    is_float = bit_depth == 32
+    header = _fmt_chunk(channels, sample_rate, bit_depth, is_float)
+    if is_float:
+        header += _chunk(b"fact", struct.pack("<I", min(frames, _MAX_RIFF_SIZE)))
+    if bext is not None:
+        header += _chunk(b"bext", bext)
+    data_size = frames * channels * (bit_depth // 8)
+    riff_size = 4 + len(header) + 8 + data_size + (data_size & 1)
+    if riff_size > _MAX_RIFF_SIZE:
+        raise AudioWriteError(
+            f"{frames} frames x {channels} channels at {bit_depth} bit pass the 4 GB WAV limit; "
+            "write shorter parts or fewer channels"
+        )
+    return b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + header + b"data" + struct.pack("<I", data_size)
 
 
 def write_wav(
@@ -289,25 +324,9 @@ def write_wav(
         InvalidArgument: unsupported bit depth.
         AudioWriteError: the result would pass the 4 GB RIFF limit.
     """
-    if bit_depth not in (16, 24, 32):
-        raise InvalidArgument(f"WAV bit_depth must be 16, 24 or 32 (float), got {bit_depth}")
     channels, frames = audio.shape
-    is_float = bit_depth == 32
-    header = _fmt_chunk(channels, sample_rate, bit_depth, is_float)
-    if is_float:
-        header += _chunk(b"fact", struct.pack("<I", min(frames, _MAX_RIFF_SIZE)))
-    if bext is not None:
-        header += _chunk(b"bext", bext)
-    data_size = frames * channels * (bit_depth // 8)
-    riff_size = 4 + len(header) + 8 + data_size + (data_size & 1)
-    if riff_size > _MAX_RIFF_SIZE:
-        raise AudioWriteError(
-            f"{frames} frames x {channels} channels at {bit_depth} bit pass the 4 GB WAV limit; "
-            "write shorter parts or fewer channels"
-        )
-    f.write(b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + header)
-    f.write(b"data" + struct.pack("<I", data_size))
+    f.write(wav_header(channels, sample_rate, bit_depth, frames, bext))
     for start in range(0, frames, _BLOCK_FRAMES):
-        f.write(_encode(audio[:, start : start + _BLOCK_FRAMES], bit_depth, is_float))
-    if data_size & 1:
+        f.write(_encode(audio[:, start : start + _BLOCK_FRAMES], bit_depth, bit_depth == 32))
+    if (frames * channels * (bit_depth // 8)) & 1:
         f.write(b"\x00")

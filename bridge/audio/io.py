@@ -108,6 +108,29 @@ def read_audio(
     """
     target_rate = None if sample_rate is None else check_sample_rate(sample_rate)
     target_channels = None if channels is None else _check_channels(channels)
+    path = check_header(path)
+    try:
+        with decodable(path) as source:  # a streamed WAV's placeholder sizes read to its end
+            data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except DECODE_ERRORS as exc:
+        raise decode_error(path, exc) from None
+    if data.shape[0] == 0:
+        raise AudioReadError(f"{path} holds no audio (0 samples); export it again with sound in it")
+    audio = check_audio(np.ascontiguousarray(data.T), str(path))
+    if target_rate is not None and target_rate != rate:
+        audio = resample(audio, int(rate), target_rate)
+        rate = target_rate
+    if target_channels is not None:
+        audio = conform_channels(audio, target_channels)
+    return audio, int(rate)
+
+
+def check_header(path: str | os.PathLike[str]) -> Path:
+    """Open ``path`` and check that its first bytes start an audio file libsndfile reads; return it as a Path.
+
+    Raises:
+        AudioReadError: missing, a folder, not readable, empty, or not audio (no audio header).
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -141,27 +164,21 @@ def read_audio(
         raise AudioReadError(
             f"cannot read {path}: not a supported audio file or corrupt (no audio header); use {READABLE_FORMATS}"
         )
-    try:
-        with decodable(path) as source:  # a streamed WAV's placeholder sizes read to its end
-            data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:
-        detail = (
-            str(getattr(exc, "error_string", "") or exc or type(exc).__name__).splitlines()[0].rstrip(".")
-        )
-        if "does not exist" in detail or not detail:
-            detail = "unrecognised or damaged data"
-        raise AudioReadError(
-            f"cannot read {path}: not a supported audio file or corrupt ({detail}); use {READABLE_FORMATS}"
-        ) from None
-    if data.shape[0] == 0:
-        raise AudioReadError(f"{path} holds no audio (0 samples); export it again with sound in it")
-    audio = check_audio(np.ascontiguousarray(data.T), str(path))
-    if target_rate is not None and target_rate != rate:
-        audio = resample(audio, int(rate), target_rate)
-        rate = target_rate
-    if target_channels is not None:
-        audio = conform_channels(audio, target_channels)
-    return audio, int(rate)
+    return path
+
+
+# What libsndfile raises on a file it cannot decode (see :func:`decode_error`).
+DECODE_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError)
+
+
+def decode_error(path: Path, exc: BaseException) -> AudioReadError:
+    """The one-line error for a file libsndfile could not decode."""
+    detail = str(getattr(exc, "error_string", "") or exc or type(exc).__name__).splitlines()[0].rstrip(".")
+    if "does not exist" in detail or not detail:
+        detail = "unrecognised or damaged data"
+    return AudioReadError(
+        f"cannot read {path}: not a supported audio file or corrupt ({detail}); use {READABLE_FORMATS}"
+    )
 
 
 def probe_sample_rate(path: str | os.PathLike[str]) -> int:

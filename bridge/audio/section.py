@@ -46,16 +46,15 @@ class Section:
         return {"start": float(self.start), "length": None if self.length is None else float(self.length)}
 
 
-def cut(audio: np.ndarray, sample_rate: int, section: Section | None, name: str = "the input") -> np.ndarray:
-    """The samples of ``section`` of ``audio`` ``[C, T]``; past the file's end it is padded with silence, as a
-    DAW item longer than its file plays silence.
+def span(total: int, sample_rate: int, section: Section | None, name: str = "the input") -> tuple[int, int]:
+    """``(first, count)``: where ``section`` starts in audio of ``total`` samples and how many samples it plays
+    (past the end of the audio it plays silence, as a DAW item longer than its file does).
 
     Raises:
         InvalidArgument: the section starts at or after the end of the audio.
     """
     if section is None or section.whole:
-        return audio
-    total = audio.shape[-1]
+        return 0, total
     first = int(round(float(section.start) * sample_rate))
     if first >= total:
         raise InvalidArgument(
@@ -65,6 +64,18 @@ def cut(audio: np.ndarray, sample_rate: int, section: Section | None, name: str 
     count = (
         total - first if section.length is None else max(1, int(round(float(section.length) * sample_rate)))
     )
+    return first, count
+
+
+def cut(audio: np.ndarray, sample_rate: int, section: Section | None, name: str = "the input") -> np.ndarray:
+    """The samples of ``section`` of ``audio`` ``[C, T]`` (see :func:`span`), padded with silence past the end.
+
+    Raises:
+        InvalidArgument: the section starts at or after the end of the audio.
+    """
+    if section is None or section.whole:
+        return audio
+    first, count = span(audio.shape[-1], sample_rate, section, name)
     out = audio[:, first : first + count]
     if out.shape[-1] < count:
         out = np.pad(out, ((0, 0), (0, count - out.shape[-1])))

@@ -356,6 +356,14 @@ class Publisher:
         tmp = _write_temp(target, audio, rate, fmt, bit_depth, pos, description)
         self._encoded.append((tmp, target))
 
+    def adopt(self, temp: Path, path: str | os.PathLike[str]) -> None:
+        """Take a temp file encoded elsewhere (a :class:`bridge.audio.stream_writer.StreamWriter`'s, made by
+        :func:`temp_file` beside ``path``) to publish as ``path`` with the others; from now on it is removed
+        with them if the set is not published. Its content must be complete before :meth:`reserve`."""
+        if self._staged:
+            raise InvalidArgument("add every file before reserve(); the names are already reserved")
+        self._encoded.append((Path(temp), Path(path)))
+
     def reserve(self) -> list[Staged]:
         """Reserve a final name for every file added; returns them in the order added.
 

@@ -101,6 +101,35 @@ class GenerateSpec:
         return Grid(self.bpm, self.time_signature, sample_rate)
 
 
+@dataclass(frozen=True)
+class BlockPlan:
+    """How an engine can separate a long input one block at a time (:meth:`Engine.block_plan`).
+
+    The pipeline hands the engine windows of the input: a core of ``block`` samples widened by ``context``
+    samples of real audio on both sides (less at the ends of the input), starting on multiples of ``align``,
+    and keeps only each core of the stems. With enough context the cores equal what the whole signal gives.
+
+    Attributes:
+        block: samples in each core.
+        context: samples of input each side of a core that the engine needs.
+        align: windows start on multiples of this (an engine's frame hop or chunk stride).
+        level: the engine needs the whole input's level (:class:`Level`) with every block.
+    """
+
+    block: int
+    context: int
+    align: int = 1
+    level: bool = False
+
+
+@dataclass(frozen=True)
+class Level:
+    """Mean and standard deviation of the whole input's mono mix (for engines that normalise by them)."""
+
+    mean: float
+    std: float
+
+
 class Engine:
     """Base class of every engine.
 
@@ -187,6 +216,23 @@ class Engine:
     ) -> dict[str, np.ndarray]:
         """Split ``audio`` ``[C, T]`` into ``{stem: [C, T]}`` for each of ``stems``."""
         raise UnsupportedOperation(f"engine {self.name!r} cannot separate; use --engine builtin")
+
+    def block_plan(self, sample_rate: int) -> BlockPlan | None:
+        """How :meth:`separate_block` may be fed a long input at ``sample_rate`` in blocks; ``None``: the engine
+        needs the whole input at once (the pipeline then reads it whole)."""
+        return None
+
+    def separate_block(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        stems: Sequence[str],
+        progress: ProgressCallback | None = None,
+        level: Level | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Separate one window ``[C, n]`` of a longer input (see :class:`BlockPlan`); ``level`` is the whole
+        input's when the plan asks for it. The default separates the window as if it were the whole input."""
+        return self.separate(audio, sample_rate, stems, progress)
 
     def generate(
         self,

@@ -82,6 +82,8 @@ def run_job(
     engine: str | Engine = o.get("engine") or settings.engine
     if engines is not None and capability:
         engine = engines.get(str(engine), capability, model, models_dir, engine_options)
+    if capability:
+        _check_memory(spec, engine, options)
     if spec.kind == "separate":
         result = pipeline.separate_file(
             Path(o["path"]),
@@ -140,6 +142,40 @@ def run_job(
     else:
         raise InvalidArgument(f"unknown job kind {spec.kind!r}; expected separate, generate or vary")
     return Outcome([str(out.path) for out in result.outputs], result.to_dict())
+
+
+def _check_memory(spec: JobSpec, engine: str | Engine, options: Any) -> None:
+    """Refuse a job whose estimated peak memory is more than the system has available.
+
+    Raises:
+        OutOfMemory: naming the job, what it needs and what is available.
+    """
+    from bridge import memory, pipeline
+    from bridge.engines.base import SEPARATE_STEMS, GenerateSpec
+
+    o = spec.options
+    if spec.kind == "separate":
+        eng = None if isinstance(engine, str) else engine
+        stems = len(o.get("stems") or (eng.separate_stems if eng is not None else SEPARATE_STEMS[:4]))
+        needed = pipeline.separation_memory(eng, Path(o["path"]), stems, options, _section(o))
+        what = f"separate {Path(o['path']).name}"
+    elif spec.kind == "generate":
+        from bridge.audio.timing import TimeSignature
+
+        gen = GenerateSpec(
+            stem=o["stem"],
+            bpm=o["bpm"],
+            bars=o["bars"],
+            time_signature=TimeSignature.parse(o["time_signature"]),
+            variations=o.get("variations", 1),
+        )
+        paths = [Path(p) for p in o.get("context", [])]
+        needed = pipeline.generation_memory(paths, gen, o.get("context_start"))
+        what = f"generate {gen.stem}"
+    else:
+        needed = pipeline.variation_memory(Path(o["path"]), o.get("variations", 3), _section(o))
+        what = f"vary {Path(o['path']).name}"
+    memory.check_available(needed, what)
 
 
 def _section(options: dict[str, Any]) -> Section | None:

@@ -11,10 +11,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from bridge.audio.timing import Grid
-from bridge.engines.base import Engine, GenerateSpec, ProgressCallback
+from bridge.engines.base import BlockPlan, Engine, GenerateSpec, ProgressCallback
 
 BUILTIN_SEPARATE_STEMS = ("drums", "bass", "vocals", "other")
 BUILTIN_GENERATE_STEMS = ("bass", "drums", "keys", "pad", "lead")
+# A long input is separated in blocks of this many seconds (plus ~1.2 s of context each side): a block holds
+# about ten copies of itself at its peak (~40 MB each for stereo at 44.1 kHz).
+SEPARATE_BLOCK_SECONDS = 120.0
 
 
 class BuiltinEngine(Engine):
@@ -42,6 +45,12 @@ class BuiltinEngine(Engine):
         from bridge.engines.builtin import separate
 
         return separate.separate(audio, sample_rate, stems, progress)
+
+    def block_plan(self, sample_rate: int) -> BlockPlan | None:
+        from bridge.engines.builtin import separate
+
+        context, hop = separate.block_context(sample_rate)
+        return BlockPlan(int(SEPARATE_BLOCK_SECONDS * sample_rate), context, align=hop)
 
     def generate(
         self,

@@ -179,6 +179,26 @@ def _plan(sample_rate: int) -> Stft:
     return Stft(n_fft, n_fft // 4)
 
 
+def _margin(settings: Settings) -> int:
+    """Frames of context each side of a chunk: the reach of the time medians plus the centre smoothing."""
+    return (
+        _reach(settings.harmonic)
+        + max(_reach(settings.low_harmonic), _reach(settings.quiet_low_harmonic), settings.drum_gate_frames)
+        + (settings.pitch.reach if settings.pitch else 0)
+        + 2
+    )
+
+
+def block_context(sample_rate: int, settings: Settings | None = None) -> tuple[int, int]:
+    """``(context, hop)`` in samples: a window of the input that starts on a multiple of ``hop`` and reaches
+    ``context`` samples past both ends of a block separates that block as the whole input would (its frames
+    are the whole input's frames, and every frame that touches the block sees all the frames its masks use)."""
+    settings = settings or Settings()
+    plan = _plan(_check_rate(sample_rate))
+    frames = _margin(settings) + 2  # + the frames whose windows overlap the block's first and last samples
+    return frames * plan.hop + plan.n_fft, plan.hop
+
+
 def _separate_group(
     audio: np.ndarray, sample_rate: int, masked: tuple[str, ...], report: Progress, settings: Settings
 ) -> dict[str, np.ndarray]:
@@ -186,13 +206,7 @@ def _separate_group(
     channels, length = audio.shape
     plan = _plan(sample_rate)
     weights = _BandWeights.build(sample_rate, plan.n_fft, settings)
-    # frames of context each side of a chunk: the reach of the time medians plus the centre smoothing
-    margin = (
-        _reach(settings.harmonic)
-        + max(_reach(settings.low_harmonic), _reach(settings.quiet_low_harmonic), settings.drum_gate_frames)
-        + (settings.pitch.reach if settings.pitch else 0)
-        + 2
-    )
+    margin = _margin(settings)
     padded = plan.pad(audio)
     n_frames = plan.n_frames(length)
     buffers = [np.zeros((channels, padded.shape[-1]), dtype=np.float32) for _ in masked]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.engines.base import Engine, ProgressCallback
+from bridge.engines.base import BlockPlan, Engine, Level, ProgressCallback
 from bridge.engines.demucs_engine.weights import model_status as _model_status
 from bridge.engines.demucs_engine.weights import pull
 from bridge.engines.precision import pick_precision
@@ -148,6 +148,22 @@ class DemucsEngine(Engine):
 
         Mono input is separated as dual mono and the stems averaged back to one channel.
         """
+        return self.separate_block(audio, sample_rate, stems, progress)
+
+    def block_plan(self, sample_rate: int) -> BlockPlan | None:
+        from bridge.engines.demucs_engine import run
+
+        return run.block_plan(self._net, self.options) if sample_rate == self.sample_rate else None
+
+    def separate_block(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        stems: Sequence[str],
+        progress: ProgressCallback | None = None,
+        level: Level | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`separate` for a window of a longer input whose level is ``level`` (see :meth:`block_plan`)."""
         from bridge.engines.demucs_engine import run
 
         wanted = list(stems) or list(self.separate_stems)
@@ -164,7 +180,9 @@ class DemucsEngine(Engine):
                 "downmix it first"
             )
         work = np.repeat(audio, self.audio_channels, axis=0) if channels < self.audio_channels else audio
-        out = run.separate_array(self._net, work.astype(np.float32, copy=False), self.options, progress)
+        out = run.separate_array(
+            self._net, work.astype(np.float32, copy=False), self.options, progress, level
+        )
         result = {}
         for stem in wanted:
             take = out[self.separate_stems.index(stem)]
