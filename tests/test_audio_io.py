@@ -242,6 +242,22 @@ def test_unique_names(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drums-2.wav", "drums-3.wav", "drums.wav"]
 
 
+def test_a_folder_with_an_outputs_name_gets_the_next_free_name(tmp_path: Path) -> None:
+    for taken in ("take.wav", "take-2.wav"):  # folders that happen to have the names
+        (tmp_path / taken).mkdir()
+    written = write_audio_unique(tmp_path / "take.wav", full_scale_noise(1, 10), 44100)
+    assert written == tmp_path / "take-3.wav" and sf.info(str(written)).frames == 10
+    with Publisher() as pub:  # a job's set of files: the one whose name is a folder is numbered, the rest not
+        pub.add(tmp_path / "take.wav", full_scale_noise(1, 11), 44100)
+        pub.add(tmp_path / "other.wav", full_scale_noise(1, 12), 44100)
+        assert [p.name for p in pub.publish()] == ["take-4.wav", "other.wav"]
+    assert sf.info(str(tmp_path / "take-4.wav")).frames == 11
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["take-2.wav", "take.wav"]
+    assert not list((tmp_path / "take.wav").iterdir()) and hidden(tmp_path) == []
+    with pytest.raises(AudioWriteError, match=re.escape(f"{tmp_path / 'take.wav'} is a folder; give a file")):
+        write_audio(tmp_path / "take.wav", full_scale_noise(1, 10), 44100)  # no numbering asked for
+
+
 def test_unique_names_race_free(tmp_path: Path) -> None:
     results: list[Path] = []
     lock = threading.Lock()

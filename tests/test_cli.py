@@ -196,6 +196,20 @@ def test_never_overwrites(capsys: pytest.CaptureFixture[str], song_file: Path, o
     assert Path(json.loads(out)["outputs"][0]["path"]).name == "My_Song__drums-2.wav"
 
 
+def test_a_folder_with_an_outputs_name_gets_the_next_free_name(
+    capsys: pytest.CaptureFixture[str], song_file: Path, song_mix: np.ndarray, out_dir: Path
+) -> None:
+    (out_dir / "My_Song__drums.wav").mkdir(parents=True)  # a folder that happens to have the name
+    code, out, err = run(
+        capsys, "separate", str(song_file), "--stems", "drums,bass", "--out", str(out_dir), "--json"
+    )
+    assert code == 0, err
+    paths = [Path(o["path"]) for o in json.loads(out)["outputs"]]
+    assert paths == [out_dir / "My_Song__drums-2.wav", out_dir / "My_Song__bass.wav"]
+    assert [sf.info(str(p)).frames for p in paths] == [song_mix.shape[1]] * 2
+    assert (out_dir / "My_Song__drums.wav").is_dir() and not list((out_dir / "My_Song__drums.wav").iterdir())
+
+
 def _bad_files(tmp_path: Path) -> dict[str, Path]:
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
