@@ -18,12 +18,14 @@ import soundfile as sf
 from scipy.io import wavfile
 
 from bridge.audio import bwf
+from bridge.audio import inputs as audio_inputs
 from bridge.audio import io as audio_io
 from bridge.audio import writer as audio_writer
 from bridge.audio.bwf import make_bext, parse_bext, read_bext
 from bridge.audio.io import check_audio, conform_channels, read_audio, resample
 from bridge.audio.writer import Publisher, write_audio, write_audio_unique
 from bridge.errors import AudioReadError, AudioWriteError, InvalidArgument
+from tests.fifo import make_fifo, without_blocking
 from tests.synth import faded_sine
 
 
@@ -565,11 +567,30 @@ def test_read_errors_say_what_and_how(tmp_path: Path, monkeypatch: pytest.Monkey
     def denied(*args: object, **kwargs: object) -> object:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(audio_io, "open", denied, raising=False)
+    monkeypatch.setattr(audio_inputs.os, "open", denied)  # input files are opened through bridge.audio.inputs
     with pytest.raises(
         AudioReadError, match=re.escape(f"permission denied reading {garbage}; make the file readable")
     ):
         read_audio(garbage)
+
+
+def test_special_files_are_refused_before_they_are_opened(tmp_path: Path) -> None:
+    fifo = make_fifo(tmp_path / "pipe.wav")
+    message = f"{fifo} is not a regular file (it is a FIFO); give the path of an audio file"
+    for read in (read_audio, read_bext, audio_io.probe_sample_rate):
+        with pytest.raises(AudioReadError) as info:
+            without_blocking([fifo], lambda read=read: read(fifo))  # type: ignore[misc]
+        assert str(info.value) == message, read
+    link = tmp_path / "link.wav"
+    link.symlink_to(fifo)  # a link to a FIFO is no better
+    with pytest.raises(AudioReadError, match=re.escape(f"{link} is not a regular file (it is a FIFO)")):
+        without_blocking([fifo], lambda: read_audio(link))
+    # a folder keeps its own message, and a regular file behind a link reads as before
+    with pytest.raises(AudioReadError, match=re.escape(f"{tmp_path} is a folder, not an audio file")):
+        read_audio(tmp_path)
+    write_audio(tmp_path / "real.wav", full_scale_noise(1, 10), 44100)
+    (tmp_path / "to-real.wav").symlink_to(tmp_path / "real.wav")
+    assert read_audio(tmp_path / "to-real.wav")[0].shape == (1, 10)
 
 
 def test_read_argument_errors(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from bridge.audio.bwf import read_bext
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.cli import main
 from tests import synth
+from tests.fifo import make_fifo
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -269,6 +270,32 @@ def test_bad_input_is_one_line_exit_2_and_no_output(
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
+    assert files_in(out_dir) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["separate", "{fifo}"],
+        ["vary", "{fifo}"],
+        ["separate", "{bare}"],  # no .wav: not even looked at as a WAV first
+        ["generate", "--stem", "bass", "--bpm", "120", "--bars", "1", "--context", "{fifo}"],
+    ],
+)
+def test_a_fifo_input_is_refused_not_waited_on(tmp_path: Path, argv: list[str]) -> None:
+    fifos = {"fifo": make_fifo(tmp_path / "pipe.wav"), "bare": make_fifo(tmp_path / "pipe")}
+    out_dir = tmp_path / "out"
+    path = fifos["bare"] if "{bare}" in argv else fifos["fifo"]
+    argv = [a.format(**{k: str(v) for k, v in fifos.items()}) for a in argv] + ["--out", str(out_dir)]
+    # a subprocess with a timeout: a regression (open() waiting for a writer forever) fails, not hangs
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"stembridge {argv[0]}: error: {path} is not a regular file (it is a FIFO); give the path of an "
+        f"audio file"
+    ]
     assert files_in(out_dir) == []
 
 

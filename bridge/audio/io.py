@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import firwin, kaiser_beta, resample_poly
 
+from bridge.audio.inputs import check_regular, open_regular
 from bridge.errors import AudioReadError, InvalidArgument, StembridgeError
 
 READABLE_FORMATS = "WAV, AIFF, FLAC, MP3 or OGG"
@@ -112,7 +113,7 @@ def read_audio(
     target_channels = None if channels is None else _check_channels(channels)
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO is refused, never waited on
             head = f.read(16)
     except FileNotFoundError:
         raise AudioReadError(f"audio file not found: {path}; check the path") from None
@@ -167,6 +168,7 @@ def read_audio(
 
 def probe_sample_rate(path: str | os.PathLike[str]) -> int:
     """The sample rate of an audio file, from its header (nothing is decoded)."""
+    check_regular(path)
     try:
         return int(sf.info(str(path)).samplerate)
     except (sf.SoundFileError, RuntimeError, OSError) as exc:

@@ -6,7 +6,7 @@
 2. **In a worker thread** (:func:`check_input`, :func:`output_folder`), because a disk can take seconds to
    answer (a network volume waking up) and the daemon must keep answering meanwhile: which path Max's
    ``Volume:/dir/file`` means, symlinks followed and the roots checked again, and only then whether the file
-   exists, is a file and is readable.
+   exists, is a regular file (a FIFO would hold the job's worker in ``open()``) and is readable.
 
 So a client on another machine learns nothing about a path outside the roots: it gets the same refusal whether
 the path exists or not, and the daemon never looks at it.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from bridge.audio.inputs import not_regular, special_kind
 from bridge.config import Settings
 from bridge.errors import AudioReadError, InvalidArgument
 from bridge.naming import safe_name
@@ -141,7 +142,7 @@ def check_input(item: InputPath, roots: Sequence[Path] | None = None) -> str:
 
     Raises:
         InvalidArgument: (remote) the path leads outside the roots.
-        AudioReadError: the file is missing, not a file, or not readable.
+        AudioReadError: the file is missing, not a regular file (a folder, a FIFO...), or not readable.
     """
     path = _choose(item.candidates)
     if roots is not None and not _inside(path.resolve(), roots):
@@ -149,6 +150,9 @@ def check_input(item: InputPath, roots: Sequence[Path] | None = None) -> str:
     what = "file" if item.name == "path" else f"{item.name} file"
     if not path.exists():
         raise AudioReadError(f"{what} not found: {path}; check the path")
+    kind = special_kind(path)
+    if kind is not None:  # a FIFO would hold the job's worker in open() for good
+        raise not_regular(path, kind, name=str(path) if item.name == "path" else f"{what} {path}")
     if not path.is_file():
         raise AudioReadError(f"{what} is not a file: {path}; give the path of an audio file")
     if not os.access(path, os.R_OK):
