@@ -18,12 +18,14 @@ import soundfile as sf
 from scipy.io import wavfile
 
 from bridge.audio import bwf
+from bridge.audio import inputs as audio_inputs
 from bridge.audio import io as audio_io
 from bridge.audio import writer as audio_writer
 from bridge.audio.bwf import make_bext, parse_bext, read_bext
 from bridge.audio.io import check_audio, conform_channels, read_audio, resample
 from bridge.audio.writer import Publisher, write_audio, write_audio_unique
 from bridge.errors import AudioReadError, AudioWriteError, InvalidArgument
+from tests.fifo import make_fifo, without_blocking
 from tests.synth import faded_sine
 
 
@@ -240,6 +242,22 @@ def test_unique_names(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["drums.wav", "drums-2.wav", "drums-3.wav"]
     assert [sf.info(str(p)).frames for p in written] == [10, 11, 12]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drums-2.wav", "drums-3.wav", "drums.wav"]
+
+
+def test_a_folder_with_an_outputs_name_gets_the_next_free_name(tmp_path: Path) -> None:
+    for taken in ("take.wav", "take-2.wav"):  # folders that happen to have the names
+        (tmp_path / taken).mkdir()
+    written = write_audio_unique(tmp_path / "take.wav", full_scale_noise(1, 10), 44100)
+    assert written == tmp_path / "take-3.wav" and sf.info(str(written)).frames == 10
+    with Publisher() as pub:  # a job's set of files: the one whose name is a folder is numbered, the rest not
+        pub.add(tmp_path / "take.wav", full_scale_noise(1, 11), 44100)
+        pub.add(tmp_path / "other.wav", full_scale_noise(1, 12), 44100)
+        assert [p.name for p in pub.publish()] == ["take-4.wav", "other.wav"]
+    assert sf.info(str(tmp_path / "take-4.wav")).frames == 11
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["take-2.wav", "take.wav"]
+    assert not list((tmp_path / "take.wav").iterdir()) and hidden(tmp_path) == []
+    with pytest.raises(AudioWriteError, match=re.escape(f"{tmp_path / 'take.wav'} is a folder; give a file")):
+        write_audio(tmp_path / "take.wav", full_scale_noise(1, 10), 44100)  # no numbering asked for
 
 
 def test_unique_names_race_free(tmp_path: Path) -> None:
@@ -549,11 +567,30 @@ def test_read_errors_say_what_and_how(tmp_path: Path, monkeypatch: pytest.Monkey
     def denied(*args: object, **kwargs: object) -> object:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(audio_io, "open", denied, raising=False)
+    monkeypatch.setattr(audio_inputs.os, "open", denied)  # input files are opened through bridge.audio.inputs
     with pytest.raises(
         AudioReadError, match=re.escape(f"permission denied reading {garbage}; make the file readable")
     ):
         read_audio(garbage)
+
+
+def test_special_files_are_refused_before_they_are_opened(tmp_path: Path) -> None:
+    fifo = make_fifo(tmp_path / "pipe.wav")
+    message = f"{fifo} is not a regular file (it is a FIFO); give the path of an audio file"
+    for read in (read_audio, read_bext, audio_io.probe_sample_rate):
+        with pytest.raises(AudioReadError) as info:
+            without_blocking([fifo], lambda read=read: read(fifo))  # type: ignore[misc]
+        assert str(info.value) == message, read
+    link = tmp_path / "link.wav"
+    link.symlink_to(fifo)  # a link to a FIFO is no better
+    with pytest.raises(AudioReadError, match=re.escape(f"{link} is not a regular file (it is a FIFO)")):
+        without_blocking([fifo], lambda: read_audio(link))
+    # a folder keeps its own message, and a regular file behind a link reads as before
+    with pytest.raises(AudioReadError, match=re.escape(f"{tmp_path} is a folder, not an audio file")):
+        read_audio(tmp_path)
+    write_audio(tmp_path / "real.wav", full_scale_noise(1, 10), 44100)
+    (tmp_path / "to-real.wav").symlink_to(tmp_path / "real.wav")
+    assert read_audio(tmp_path / "to-real.wav")[0].shape == (1, 10)
 
 
 def test_read_argument_errors(tmp_path: Path) -> None:

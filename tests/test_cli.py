@@ -17,6 +17,7 @@ from bridge.audio.bwf import read_bext
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.cli import main
 from tests import synth
+from tests.fifo import make_fifo
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -196,6 +197,20 @@ def test_never_overwrites(capsys: pytest.CaptureFixture[str], song_file: Path, o
     assert Path(json.loads(out)["outputs"][0]["path"]).name == "My_Song__drums-2.wav"
 
 
+def test_a_folder_with_an_outputs_name_gets_the_next_free_name(
+    capsys: pytest.CaptureFixture[str], song_file: Path, song_mix: np.ndarray, out_dir: Path
+) -> None:
+    (out_dir / "My_Song__drums.wav").mkdir(parents=True)  # a folder that happens to have the name
+    code, out, err = run(
+        capsys, "separate", str(song_file), "--stems", "drums,bass", "--out", str(out_dir), "--json"
+    )
+    assert code == 0, err
+    paths = [Path(o["path"]) for o in json.loads(out)["outputs"]]
+    assert paths == [out_dir / "My_Song__drums-2.wav", out_dir / "My_Song__bass.wav"]
+    assert [sf.info(str(p)).frames for p in paths] == [song_mix.shape[1]] * 2
+    assert (out_dir / "My_Song__drums.wav").is_dir() and not list((out_dir / "My_Song__drums.wav").iterdir())
+
+
 def _bad_files(tmp_path: Path) -> dict[str, Path]:
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
@@ -255,6 +270,32 @@ def test_bad_input_is_one_line_exit_2_and_no_output(
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
+    assert files_in(out_dir) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["separate", "{fifo}"],
+        ["vary", "{fifo}"],
+        ["separate", "{bare}"],  # no .wav: not even looked at as a WAV first
+        ["generate", "--stem", "bass", "--bpm", "120", "--bars", "1", "--context", "{fifo}"],
+    ],
+)
+def test_a_fifo_input_is_refused_not_waited_on(tmp_path: Path, argv: list[str]) -> None:
+    fifos = {"fifo": make_fifo(tmp_path / "pipe.wav"), "bare": make_fifo(tmp_path / "pipe")}
+    out_dir = tmp_path / "out"
+    path = fifos["bare"] if "{bare}" in argv else fifos["fifo"]
+    argv = [a.format(**{k: str(v) for k, v in fifos.items()}) for a in argv] + ["--out", str(out_dir)]
+    # a subprocess with a timeout: a regression (open() waiting for a writer forever) fails, not hangs
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"stembridge {argv[0]}: error: {path} is not a regular file (it is a FIFO); give the path of an "
+        f"audio file"
+    ]
     assert files_in(out_dir) == []
 
 

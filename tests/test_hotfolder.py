@@ -44,6 +44,7 @@ from bridge.server.hotfolder_drops import (
     parse_name,
 )
 from tests import synth
+from tests.fifo import make_fifo, without_blocking
 from tests.test_daemon import ROOT, WAIT, no_leaked_threads  # noqa: F401 - the fixture fails a test that leaks threads
 from tests.test_daemon_crash import clean_env, visible_files, write_long_song
 
@@ -250,6 +251,52 @@ def test_links_are_refused_and_their_targets_left_alone(tmp_path: Path) -> None:
     assert sorted(p.name for p in project.iterdir()) == ["mix.wav"]  # nothing moved out of the user's folder
     notes = sorted((folder.root / "failed").glob("*.txt"))
     assert notes and all("links are not taken" in n.read_text() for n in notes)
+
+
+def test_fifos_are_refused_and_the_watcher_goes_on_taking_drops(tmp_path: Path) -> None:
+    folder, queue = hot(tmp_path)
+    root = folder.root
+    pipes = [
+        make_fifo(root / "separate" / "pipe.wav"),  # a FIFO as the drop itself
+        make_fifo(root / "vary" / "loop.wav.json"),  # as the sidecar of a good file
+        make_fifo(root / "generate" / "verse" / "request.json"),  # as a generate folder's request
+    ]
+    wav(root / "vary" / "loop.wav", song(120, 1))
+    wav(root / "generate" / "verse" / "drums.wav", song(120, 1))
+    wav(root / "separate" / "a.wav", song(120, 1))
+    without_blocking(pipes, lambda: folder.tick(0.0))
+    without_blocking(pipes, lambda: folder.tick(2.0))
+    assert [Path(spec.options["path"]).name for _, spec in queue.jobs] == ["a.wav"]  # the good drop is taken
+    failed = root / "failed"
+    assert sorted(p.name for p in failed.iterdir()) == [
+        "loop.txt",
+        "loop.wav",
+        "loop.wav.json",
+        "pipe.wav",
+        "pipe.wav.txt",  # named like a refused non-audio file's note: it explains pipe.wav
+        "verse",
+        "verse.txt",
+    ]
+    assert (
+        (failed / "pipe.wav.txt")
+        .read_text()
+        .startswith("pipe.wav is not a regular file (it is a FIFO); drop audio files\n")
+    )
+    assert (
+        (failed / "loop.txt")
+        .read_text()
+        .startswith("loop.wav.json is not a regular file (it is a FIFO); write the JSON into a plain file\n")
+    )
+    assert (
+        (failed / "verse.txt")
+        .read_text()
+        .startswith("request.json is not a regular file (it is a FIFO); write the JSON into a plain file\n")
+    )
+    assert (failed / "pipe.wav").is_fifo() and (failed / "verse" / "request.json").is_fifo()
+    wav(root / "separate" / "b.wav", song(120, 1))  # and it goes on taking drops
+    without_blocking(pipes, lambda: folder.tick(3.0))
+    without_blocking(pipes, lambda: folder.tick(5.0))
+    assert [Path(spec.options["path"]).name for _, spec in queue.jobs] == ["a.wav", "b.wav"]
 
 
 def test_a_bare_name_sidecar_is_only_used_when_one_file_has_that_name(tmp_path: Path) -> None:

@@ -264,6 +264,35 @@ def test_out_resolves_inside_the_render_folder(settings: Settings, wav: str, tmp
     assert out(str(tmp_path / "projects" / "a"), allowed) == str((tmp_path / "projects" / "a").resolve())
 
 
+def test_out_is_checked_where_its_links_lead_relative_or_absolute(
+    settings: Settings, wav: str, tmp_path: Path
+) -> None:
+    root = settings.out_dir.resolve()
+    root.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "real").mkdir()
+    (root / "inner").symlink_to(root / "real", target_is_directory=True)
+
+    def out(value: str) -> str:
+        req = parse_request(SEP, [9001, "s", wav, "out", value], settings)
+        assert req.job is not None
+        return str(req.job.options["out"])
+
+    for value in ("escape", "escape/sub", "./escape/sub", str(root / "escape"), str(root / "escape" / "sub")):
+        with pytest.raises(InvalidArgument) as info:
+            out(value)
+        assert info.value.message == (
+            f"out must be a folder inside the render folder or an allowed root ({root}), symlinks followed, "
+            f"got {value!r}; add it to allowed_roots in the config file to allow it"
+        )
+    # a link that stays inside works, and the job is given the real folder
+    assert out("inner/sub") == str(root / "real" / "sub")
+    assert out(str(root / "inner")) == str(root / "real")
+    assert not list(outside.iterdir())
+
+
 def test_remote_requests_may_only_read_inside_the_allowed_roots(
     settings: Settings, wav: str, tmp_path: Path
 ) -> None:

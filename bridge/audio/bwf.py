@@ -39,6 +39,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from bridge.audio.inputs import open_regular
 from bridge.errors import AudioReadError, AudioWriteError, InvalidArgument
 
 BEXT_FIXED_SIZE = 602
@@ -185,11 +186,12 @@ def read_bext(path: str | Path) -> dict[str, Any] | None:
         not a RIFF/WAVE file or has no ``bext`` chunk.
 
     Raises:
-        AudioReadError: the file is missing or unreadable, or its ``bext`` chunk is truncated.
+        AudioReadError: the file is missing, unreadable or not a regular file (a FIFO...), or its ``bext``
+            chunk is truncated.
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO is refused, never waited on
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
                 return None

@@ -15,6 +15,7 @@ import soundfile as sf
 import soxr
 
 from bridge.audio.headers import decodable
+from bridge.audio.inputs import check_regular, open_regular
 from bridge.errors import AudioReadError, InvalidArgument, StembridgeError
 
 READABLE_FORMATS = "WAV, AIFF, FLAC, MP3 or OGG"
@@ -133,7 +134,7 @@ def check_header(path: str | os.PathLike[str]) -> Path:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO is refused, never waited on
             head = f.read(16)
     except FileNotFoundError:
         raise AudioReadError(f"audio file not found: {path}; check the path") from None
@@ -183,6 +184,7 @@ def decode_error(path: Path, exc: BaseException) -> AudioReadError:
 
 def probe_sample_rate(path: str | os.PathLike[str]) -> int:
     """The sample rate of an audio file, from its header (nothing is decoded)."""
+    check_regular(path)
     try:
         return int(sf.info(str(path)).samplerate)
     except (sf.SoundFileError, RuntimeError, OSError) as exc:

@@ -156,8 +156,6 @@ def _write_temp(
         raise AudioWriteError(f"{folder} exists and is not a folder; choose another output folder") from None
     except OSError as exc:
         raise _write_error(exc, target) from None
-    if target.is_dir():
-        raise AudioWriteError(f"{target} is a folder; give a file name to write to")
     try:
         tmp, fd = temp_file(folder, target.name)
     except OSError as exc:
@@ -313,7 +311,8 @@ class Publisher:
     """Writes a set of files all or none: encode each, reserve every name, then publish them in one quick pass.
 
     Args:
-        unique: when a name is taken, use ``name-2.ext``, ``name-3.ext``... instead of failing.
+        unique: when a name is taken (by a file, a folder or another writer's claim), use ``name-2.ext``,
+            ``name-3.ext``... instead of failing.
         overwrite: replace existing files (single files only: replaced files cannot be restored, so a set
             written with ``overwrite`` is not all-or-none).
 
@@ -353,6 +352,8 @@ class Publisher:
         if self._staged:
             raise InvalidArgument("add every file before reserve(); the names are already reserved")
         target, audio, rate, fmt, pos = _prepare(path, audio, sample_rate, fmt, bit_depth, position)
+        if not self._unique and target.is_dir():  # with unique names a folder is a taken name like any file
+            raise AudioWriteError(f"{target} is a folder; give a file name to write to")
         tmp = _write_temp(target, audio, rate, fmt, bit_depth, pos, description)
         self._encoded.append((tmp, target))
 

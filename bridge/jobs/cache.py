@@ -35,6 +35,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from bridge.audio.inputs import open_regular
+from bridge.errors import StembridgeError
 from bridge.jobs.leftovers import process_alive
 
 log = logging.getLogger(__name__)
@@ -63,18 +65,19 @@ def file_digest(path: Path) -> Digest | None:
     """SHA-256 of the file's bytes, read in 1 MiB chunks.
 
     Returns:
-        None when the file cannot be read (the caller's reading reports why) or changed while it was hashed.
+        None when the file cannot be read or is not a regular file (the caller's reading reports why), or
+        changed while it was hashed.
     """
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO is refused, never waited on
             before = os.fstat(f.fileno())
             buf = bytearray(_CHUNK)
             view = memoryview(buf)
             while n := f.readinto(buf):
                 h.update(view[:n])
         after = os.stat(path)
-    except OSError:
+    except (OSError, StembridgeError):
         return None
     if _stat_key(before) != _stat_key(after):
         return None

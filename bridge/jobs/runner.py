@@ -14,6 +14,7 @@ from bridge.audio.section import Section
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import InvalidArgument
+from bridge.jobs import outdir
 from bridge.jobs.spec import JobSpec, Outcome, PublishHook, Runner
 from bridge.jobs.warm import WarmEngines, memory_budget
 
@@ -55,7 +56,29 @@ def run_job(
     engines: WarmEngines | None = None,
 ) -> Outcome:
     """Run one validated job; raises what the pipeline raises (``Cancelled`` from ``progress`` or
-    ``on_publish`` included). With ``engines``, the engine comes from (and stays in) that cache."""
+    ``on_publish`` included). With ``engines``, the engine comes from (and stays in) that cache.
+
+    Its output folder is made first, and checked once more to lie inside the folders jobs may write to
+    (:func:`bridge.jobs.outdir.prepare`: a link may have appeared since the request was checked); the job
+    writes to its real path. A folder made for a job that fails is removed again when it is empty.
+    """
+    out_dir, made = outdir.prepare(Path(spec.options["out"]), outdir.job_roots(settings))
+    try:
+        return _run(spec, out_dir, settings, progress, on_publish, cache, engines)
+    except BaseException:
+        outdir.remove_empty(made)
+        raise
+
+
+def _run(
+    spec: JobSpec,
+    out_dir: Path,
+    settings: Settings,
+    progress: ProgressCallback,
+    on_publish: PublishHook | None,
+    cache: ResultCache | None,
+    engines: WarmEngines | None,
+) -> Outcome:
     from bridge import pipeline
     from bridge.audio.timing import TimeSignature
     from bridge.engines.base import GenerateSpec
@@ -66,7 +89,7 @@ def run_job(
 
     o = spec.options
     options = pipeline.OutputOptions(
-        out_dir=Path(o["out"]),
+        out_dir=out_dir,
         fmt=o.get("format", "wav"),
         bit_depth=int(o.get("bit_depth", 24)),
         sample_rate=o.get("sample_rate"),

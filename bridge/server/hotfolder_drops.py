@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.audio.headers import decodable, truncation
+from bridge.audio.inputs import kind_of, not_regular, open_regular
 from bridge.errors import InvalidArgument, StembridgeError
 from bridge.jobs.spec import JobSpec
 from bridge.naming import parse_tempo, split_source
@@ -214,6 +215,13 @@ def list_drops(inbox: Path, kind: str) -> list[Drop]:
             except OSError as exc:
                 refusal = f"the folder cannot be read ({exc.strerror or exc}); check its permissions"
                 drops.append(Drop(kind, path, path.name, is_folder=True, refusal=refusal))
+        elif not entry.is_file():  # a FIFO (opening it would hold the watcher for good), a socket, a device
+            try:
+                what = kind_of(entry.stat().st_mode) or "a special file"
+            except FileNotFoundError:  # removed since the inbox was listed
+                continue
+            refusal = not_regular(path, what, name=path.name, fix="drop audio files").message
+            drops.append(Drop(kind, path, path.name, refusal=refusal))
         elif not is_audio(path):
             drops.append(
                 Drop(
@@ -235,9 +243,13 @@ def audio_problem(path: Path) -> str | None:
     import soundfile as sf
 
     try:
+        with open_regular(path):  # a FIFO is refused, never waited on
+            pass
         problem = truncation(path)
     except OSError as exc:
         return f"it cannot be read ({exc.strerror or exc})"
+    except StembridgeError as exc:  # swapped for a FIFO since it was listed
+        return exc.message
     if problem is not None:
         return problem
     try:
@@ -283,10 +295,14 @@ def read_request(path: Path, kind: str) -> dict[str, Any]:
     """The JSON object in ``path``, its null values dropped.
 
     Raises:
-        InvalidArgument: not readable, not JSON, not an object, or a field the ``kind`` does not know.
+        InvalidArgument: not readable, not a regular file (a FIFO...), not JSON, not an object, or a field the
+            ``kind`` does not know.
     """
     try:
-        raw = path.read_bytes()[: MAX_JSON_BYTES + 1]
+        with open_regular(
+            path, name=path.name, fix="write the JSON into a plain file", error=InvalidArgument
+        ) as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise InvalidArgument(
             f"cannot read {path.name}: {exc.strerror or exc}; check its permissions"

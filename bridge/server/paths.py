@@ -6,7 +6,12 @@
 2. **In a worker thread** (:func:`check_input`, :func:`output_folder`), because a disk can take seconds to
    answer (a network volume waking up) and the daemon must keep answering meanwhile: which path Max's
    ``Volume:/dir/file`` means, symlinks followed and the roots checked again, and only then whether the file
-   exists, is a file and is readable.
+   exists, is a regular file (a FIFO would hold the job's worker in ``open()``) and is readable. The output
+   folder, relative or absolute, is resolved the same way: a link inside the render folder that leads out of
+   it is refused.
+
+The job checks its output folder once more when it starts (:mod:`bridge.jobs.outdir`), since a link can appear
+while it waits in the queue.
 
 So a client on another machine learns nothing about a path outside the roots: it gets the same refusal whether
 the path exists or not, and the daemon never looks at it.
@@ -21,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from bridge.audio.inputs import not_regular, special_kind
 from bridge.config import Settings
 from bridge.errors import AudioReadError, InvalidArgument
+from bridge.jobs.outdir import inside, real_folder, render_roots
 from bridge.naming import safe_name
 from bridge.server.values import as_text
 
@@ -77,10 +84,7 @@ def lexical_roots(settings: Settings) -> list[Path]:
 def allowed_roots(settings: Settings) -> list[Path]:
     """The folders requests may name: the render folder and the configured allowed roots, resolved (symlinks
     followed, so this touches the disk)."""
-    return [
-        settings.out_dir.expanduser().resolve(),
-        *(r.expanduser().resolve() for r in settings.allowed_roots),
-    ]
+    return render_roots(settings)
 
 
 def string_roots(settings: Settings) -> list[Path]:
@@ -91,10 +95,6 @@ def string_roots(settings: Settings) -> list[Path]:
         if root not in found:
             found.append(root)
     return found
-
-
-def _inside(path: PurePath, roots: Sequence[PurePath]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
 
 
 def _outside(name: str, text: str, roots: Sequence[Path]) -> InvalidArgument:
@@ -125,7 +125,7 @@ def input_path(name: str, value: Any, roots: Sequence[Path] | None = None) -> In
             f"got {str(paths[-1])!r}"
         )
     if roots is not None:
-        paths = tuple(p for p in paths if _inside(Path(os.path.normpath(p)), roots))
+        paths = tuple(p for p in paths if inside(Path(os.path.normpath(p)), roots))
         if not paths:
             raise _outside(name, text, roots)
     return InputPath(name, text, paths)
@@ -141,14 +141,17 @@ def check_input(item: InputPath, roots: Sequence[Path] | None = None) -> str:
 
     Raises:
         InvalidArgument: (remote) the path leads outside the roots.
-        AudioReadError: the file is missing, not a file, or not readable.
+        AudioReadError: the file is missing, not a regular file (a folder, a FIFO...), or not readable.
     """
     path = _choose(item.candidates)
-    if roots is not None and not _inside(path.resolve(), roots):
+    if roots is not None and not inside(path.resolve(), roots):
         raise _outside(item.name, item.text, roots)
     what = "file" if item.name == "path" else f"{item.name} file"
     if not path.exists():
         raise AudioReadError(f"{what} not found: {path}; check the path")
+    kind = special_kind(path)
+    if kind is not None:  # a FIFO would hold the job's worker in open() for good
+        raise not_regular(path, kind, name=str(path) if item.name == "path" else f"{what} {path}")
     if not path.is_file():
         raise AudioReadError(f"{what} is not a file: {path}; give the path of an audio file")
     if not os.access(path, os.R_OK):
@@ -184,26 +187,24 @@ def out_text(value: Any) -> str | None:
 
 
 def output_folder(value: Any, settings: Settings) -> str:
-    """Step 2 for the ``out`` option (and step 1 again): an absolute folder inside the render folder or an
-    allowed root. Touches the disk (symlinks are followed).
+    """Step 2 for the ``out`` option (and step 1 again): the real path of a folder inside the render folder or
+    an allowed root. Touches the disk (symlinks are followed).
 
-    A relative ``out`` is a subfolder of the render folder, each part sanitised; an absolute one must resolve
-    (symlinks and ``..`` followed) inside ``settings.out_dir`` or one of ``settings.allowed_roots``.
+    A relative ``out`` is a subfolder of the render folder, each part sanitised; an absolute one is taken as it
+    is. Either way the path, with its symlinks followed and ``..`` collapsed, must lie inside
+    ``settings.out_dir`` or one of ``settings.allowed_roots``: a link inside the render folder that leads out
+    of it is refused. The job checks again when it starts (:func:`bridge.jobs.outdir.prepare`).
+
+    Raises:
+        InvalidArgument: not a string, a relative folder that climbs out with ``..``, or a folder that leads
+            outside the roots.
     """
     text = out_text(value)
-    root = settings.out_dir.expanduser().resolve()
+    roots = allowed_roots(settings)
     if text is None:
-        return str(root)
+        return str(roots[0])
     path = native_path(text)
     if not path.is_absolute():
         parts = [p for p in PurePath(text).parts if p not in ("", ".")]
-        return str(root.joinpath(*(safe_name(p) for p in parts)))
-    resolved = path.resolve()
-    roots = allowed_roots(settings)
-    if _inside(resolved, roots):
-        return str(resolved)
-    allowed = ", ".join(str(r) for r in roots)
-    raise InvalidArgument(
-        f"out must be a folder inside the render folder or an allowed root ({allowed}), got {text!r}; "
-        f"add it to allowed_roots in the config file to allow it"
-    )
+        path = roots[0].joinpath(*(safe_name(p) for p in parts))
+    return str(real_folder(path, roots, text))
