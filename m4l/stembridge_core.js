@@ -431,8 +431,9 @@ function withoutExtension(path) {
     return String(path).replace(/\.[A-Za-z0-9]+$/, "");
 }
 
-/** The MIDI file of each audio file (null where there is none): the one with the audio's name and `.mid`, else
- * the one in the same place in the list (the daemon lists them in the same order as the audio).
+/** The MIDI file of each audio file (null where there is none): the one with the audio's name and `.mid` (or
+ * `-2.mid`, `-3.mid`... when the daemon found that name taken), else the one in the same place in the list (the
+ * daemon lists them in the same order as the audio).
  * Returns {byAudio: [path | null], unused: [paths of MIDI files no audio file claimed]}. */
 function pairMidi(audio, midi) {
     var byAudio = [];
@@ -441,7 +442,9 @@ function pairMidi(audio, midi) {
     for (i = 0; i < audio.length; i++) {
         byAudio.push(null);
         for (k = 0; k < midi.length; k++) {
-            if (!taken[k] && withoutExtension(midi[k]) === withoutExtension(audio[i])) {
+            var name = withoutExtension(midi[k]);
+            var base = withoutExtension(audio[i]);
+            if (!taken[k] && (name === base || name.replace(/-\d+$/, "") === base)) {
                 byAudio[i] = midi[k];
                 taken[k] = true;
                 break;

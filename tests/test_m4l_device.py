@@ -1091,8 +1091,9 @@ def test_separate_in_session_puts_each_stems_midi_on_a_midi_track_after_it(
     wavs = [str(tmp_path / f"l__{s}.wav") for s in ("drums", "bass")]
     bass = [(40, 0.0, 2.0, 100), (43, 2.0, 2.0, 100), (45, 15.5, 1.0, 90)]  # the last one ends past the clip
     mids = [str(write_mid(tmp_path / "l__drums.mid", CHORD, length_beats=16.0)),
-            str(write_mid(tmp_path / "l__bass.MID", bass, length_beats=16.5))]  # fmt: skip
-    answer = device.reply("/stembridge/done", sep[2], *wavs, *mids)
+            str(write_mid(tmp_path / "l__bass-2.MID", bass, length_beats=16.5))]  # fmt: skip
+    # out of order, and bass's .mid named -2 (its name was taken): paired by name all the same
+    answer = device.reply("/stembridge/done", sep[2], *wavs, mids[1], mids[0])
     assert live_calls(answer) == [
         ("live_set", "create_audio_track", [1]),
         ("live_set tracks 1 clip_slots 1", "create_audio_clip", [wavs[0]]),
