@@ -240,6 +240,11 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bit-depth", type=int, choices=(16, 24, 32), default=None, help="16, 24 or 32 (float)")
     g.add_argument("--samplerate", type=int, default=None, help="output sample rate (default: the input's)")
     g.add_argument("--position", type=float, default=None, help="timeline position of bar 1 in seconds (BWF)")
+    g.add_argument(
+        "--midi",
+        action="store_true",
+        help="also a MIDI file (.mid) per audio file: sends `midi 1`; the .mid paths follow the audio's",
+    )
 
 
 # --- serve --------------------------------------------------------------------------------------------------
@@ -311,6 +316,7 @@ def _output_options(args: argparse.Namespace) -> dict[str, Any]:
         "bitdepth": args.bit_depth,
         "samplerate": args.samplerate,
         "position": args.position,
+        "midi": 1 if args.midi else None,
     }
 
 

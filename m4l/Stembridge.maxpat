@@ -1367,6 +1367,85 @@
 					],
 					"text": "Select an audio clip"
 				}
+			},
+			{
+				"box": {
+					"id": "obj-51",
+					"maxclass": "live.toggle",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						920.0,
+						220.0,
+						15.0,
+						15.0
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						320.0,
+						46.0,
+						14.0,
+						14.0
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_invisible": 1,
+							"parameter_longname": "MIDI",
+							"parameter_mmax": 1,
+							"parameter_shortname": "MIDI",
+							"parameter_type": 2
+						}
+					},
+					"varname": "MIDI"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-52",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						920.0,
+						260.0,
+						110.0,
+						22.0
+					],
+					"text": "prepend midi"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-53",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						940.0,
+						220.0,
+						40.0,
+						20.0
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						336.0,
+						44.0,
+						30.0,
+						18.0
+					],
+					"text": "MIDI"
+				}
 			}
 		],
 		"lines": [
@@ -1993,6 +2072,30 @@
 						11
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-52",
+						0
+					],
+					"source": [
+						"obj-51",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-5",
+						0
+					],
+					"source": [
+						"obj-52",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -2056,6 +2159,11 @@
 				"Strength",
 				0
 			],
+			"obj-51": [
+				"MIDI",
+				"MIDI",
+				0
+			],
 			"obj-9": [
 				"Separate",
 				"Separate",
@@ -2072,6 +2180,12 @@
 			},
 			{
 				"name": "stembridge_core.js",
+				"patcherrelativepath": ".",
+				"type": "TEXT",
+				"implicit": 1
+			},
+			{
+				"name": "stembridge_midi.js",
 				"patcherrelativepath": ".",
 				"type": "TEXT",
 				"implicit": 1

@@ -2,9 +2,11 @@
 // const, arrow functions or template strings).
 //
 // This is the Max glue: Live state through LiveAPI, the messages from the UI and from [udpreceive], and the
-// insertion of results with Track.create_audio_clip / ClipSlot.create_audio_clip (Live 12.0.5+). The pure
-// logic (timing math, requests, replies, insertion planning) is in stembridge_core.js, which tests run under
-// node as they run this file (tests/m4l/harness.js, with a stub LiveAPI).
+// insertion of results with Track.create_audio_clip / ClipSlot.create_audio_clip (Live 12.0.5+), and of MIDI
+// files (with the MIDI toggle on) with ClipSlot.create_clip / Track.create_midi_clip and Clip.add_new_notes. The
+// pure logic (timing math, requests, replies, insertion planning) is in stembridge_core.js, the MIDI file reader
+// in stembridge_midi.js; tests run them under node as they run this file (tests/m4l/harness.js, with a stub
+// LiveAPI and File).
 //
 // Outlets: 0 -> [udpsend] (OSC messages, and `host` / `port`), 1 -> [udpreceive] (`port`), 2 -> the UI
 // ([route] by the first word; the second word is the UI object's own command: set, clear, append...).
@@ -15,6 +17,7 @@ inlets = 1;
 outlets = 3;
 
 var core = require("stembridge_core");
+var smf = require("stembridge_midi");
 
 var OUT_OSC = 0;
 var OUT_LISTEN = 1;
@@ -29,6 +32,7 @@ var RESEND_AFTER_MS = 2000; // no `accepted`: send the same request again (same 
 var MAX_RESENDS = 3;
 var STATUS_AFTER_MS = 4000; // a job quiet for this long is asked for its status (a reply may have been lost)
 var BEAT_EPSILON = 1e-6;
+var READ_CHUNK = 4096; // bytes per File.readbytes call
 
 var settings = {
     host: DEFAULT_HOST,
@@ -42,6 +46,7 @@ var settings = {
     strength: 0.5,
     engine: "auto",
     model: "default",
+    midi: false,
     token: ""
 };
 var state = {
@@ -176,6 +181,11 @@ function seed(value) {
 function strength(value) {
     var v = Number(value);
     settings.strength = isNaN(v) ? 0.5 : Math.min(1, Math.max(0, v));
+}
+
+/** The MIDI toggle: 1 asks for a MIDI file beside each audio file, which lands in a MIDI clip beside its clip. */
+function midi(value) {
+    settings.midi = Number(value) === 1;
 }
 
 function engine(name) {
@@ -384,7 +394,8 @@ function separate(value) {
     var t = core.timing(song, clip);
     warnAbout(clip, "separate");
     start({ kind: "separate", path: clip.path, section: exactSection(clip), positionSeconds: t.positionSeconds },
-        { kind: "separate", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, anchorId: clip.id });
+        { kind: "separate", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, anchorId: clip.id,
+            tempo: song.tempo, lengthBeats: separatedBeats(clip, song.tempo) });
 }
 
 function generate(value) {
@@ -403,7 +414,7 @@ function generate(value) {
         contextStart = range.contextStart;
         var anchor = range.lastTrack >= 0 ? range.lastTrack : new LiveAPI("live_set").getcount("tracks") - 1;
         target = { kind: "generate", arrangement: true, track: anchor, slot: -1, positionBeats: song.loopStart, stem: settings.stem,
-            anchorId: range.lastTrackId };
+            anchorId: range.lastTrackId, tempo: song.tempo, lengthBeats: barsBeats(song, settings.bars) };
         if (range.skipped.length) {
             say("Left out (they start after the loop start, or play their files stretched from inside them): " +
                 range.skipped.join(", "));
@@ -418,7 +429,7 @@ function generate(value) {
         contextStart = [clip.section.exact ? clip.section.start : 0]; // bar 1 is where the clip starts playing
         warnAbout(clip, "generate");
         target = { kind: "generate", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, stem: settings.stem,
-            anchorId: clip.id };
+            anchorId: clip.id, tempo: song.tempo, lengthBeats: barsBeats(song, settings.bars) };
     }
     start({
         kind: "generate", stem: settings.stem, context: context, contextStart: contextStart, bpm: t.bpm, bars: settings.bars,
@@ -442,7 +453,18 @@ function vary(value) {
         kind: "vary", path: clip.path, section: exactSection(clip), bpm: t.bpm, bars: t.bars, timesig: t.timesig,
         positionSeconds: t.positionSeconds, seed: settings.seed, variations: settings.variations,
         strength: settings.strength
-    }, { kind: "vary", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, name: clip.name, anchorId: clip.id });
+    }, { kind: "vary", arrangement: clip.arrangement, track: clip.track, slot: clip.slot, positionBeats: clip.startBeats, name: clip.name, anchorId: clip.id,
+        tempo: song.tempo, lengthBeats: barsBeats(song, t.bars) });
+}
+
+/** Beats in `count` bars of the set's time signature: how long a generated or varied part (and its MIDI) is. */
+function barsBeats(song, count) {
+    return count * core.quartersPerBar(song.numerator, song.denominator);
+}
+
+/** Beats the stems of a Separate last: the part of the file the clip plays, or the clip when that is not exact. */
+function separatedBeats(clip, tempo) {
+    return clip.section.exact ? clip.section.length * tempo / 60.0 : clip.lengthBeats;
 }
 
 /** The part of the file to send (`start`, `length`), or null for the whole file. */
@@ -466,6 +488,7 @@ function start(request, target) {
     request.engine = settings.engine;
     request.model = settings.model;
     request.token = settings.token;
+    request.midi = settings.midi;
     var message = core.buildRequest(request);
     state.jobs[request.id] = {
         id: request.id, message: message, target: target, sentAt: now(), heardAt: 0, resends: 0,
@@ -628,7 +651,8 @@ function finish(job, paths) {
     ui("progress", "set", 1);
     ui("queue", "set", "");
     ui("stage", "set", "done");
-    if (!paths.length) {
+    var split = core.splitPaths(paths);
+    if (!split.audio.length) {
         return showError("The job finished without files.");
     }
     state.lastFolder = core.folderOf(paths[0]);
@@ -637,9 +661,13 @@ function finish(job, paths) {
     ui("files", "set", listing);
     var line = core.doneText(job.target.kind, paths, job.made || null, job.target.stem);
     if (core.canInsert(v.major, v.minor, v.bugfix)) {
+        var midi = readMidiFiles(split.midi);
         var target = relocate(job.target);
-        insert(core.planInsertion(target, paths, sessionState(target)));
+        insert(core.planInsertion(target, split.audio.concat(midi.paths), sessionState(target)), midi.files, target);
         line += ".";
+        if (midi.problems.length) {
+            showError("Could not read " + midi.problems.join("; ") + ": its clip was left out (the audio is in).");
+        }
     } else {
         line += "; Live " + v.major + "." + v.minor + "." + v.bugfix + " cannot insert clips from a device (Live 12.0.5 " +
             "can): drag the files from the folder (Show folder).";
@@ -649,6 +677,44 @@ function finish(job, paths) {
         post("stembridge: note: " + notes[i] + "\n");
     }
     say(notes.length ? line + " Note: " + notes.join(" ") : line); // the notes last, where they stay visible
+}
+
+/** The bytes of a file (numbers 0..255) through Max's File object. */
+function readFileBytes(path) {
+    var f = new File(path, "read");
+    var open = typeof f.isopen === "function" ? f.isopen() : f.isopen;
+    if (!open) {
+        throw new Error("cannot open it");
+    }
+    var bytes = [];
+    try {
+        while (f.position < f.eof) {
+            var chunk = f.readbytes(Math.min(READ_CHUNK, f.eof - f.position));
+            if (!chunk || !chunk.length) {
+                break;
+            }
+            for (var i = 0; i < chunk.length; i++) {
+                bytes.push(chunk[i] & 0xff);
+            }
+        }
+    } finally {
+        f.close();
+    }
+    return bytes;
+}
+
+/** The MIDI files of a job, read and parsed: {paths (the readable ones), files: {path: parsed}, problems: [...]}. */
+function readMidiFiles(paths) {
+    var read = { paths: [], files: {}, problems: [] };
+    for (var i = 0; i < paths.length; i++) {
+        try {
+            read.files[paths[i]] = smf.parseSmf(readFileBytes(paths[i]));
+            read.paths.push(paths[i]);
+        } catch (err) {
+            read.problems.push(core.baseName(paths[i]) + " (" + (err && err.message ? err.message : err) + ")");
+        }
+    }
+    return read;
 }
 
 /** The target with the track and slot where its clip (or anchor track) is now: tracks may have been added or
@@ -680,22 +746,32 @@ function sessionState(target) {
         return {};
     }
     var song = new LiveAPI("live_set");
-    var slots = [];
-    var track = new LiveAPI("live_set tracks " + target.track);
-    var count = track.getcount("clip_slots");
-    for (var s = 0; s < count; s++) {
-        slots.push(core.atomNumber(new LiveAPI("live_set tracks " + target.track + " clip_slots " + s).get("has_clip")) === 1);
+    var info = { sceneCount: song.getcount("scenes"), slotsUsed: slotsUsed(target.track) };
+    if (target.track + 1 < song.getcount("tracks")) {
+        var next = new LiveAPI("live_set tracks " + (target.track + 1));
+        info.next = { midi: core.atomNumber(next.get("has_midi_input")) === 1, slotsUsed: slotsUsed(target.track + 1) };
     }
-    return { sceneCount: song.getcount("scenes"), slotsUsed: slots };
+    return info;
 }
 
-/** Carry out planned operations with LiveAPI (each one undoable in Live as one step). */
-function insert(ops) {
+/** Which clip slots of a track hold a clip. */
+function slotsUsed(index) {
+    var slots = [];
+    var count = new LiveAPI("live_set tracks " + index).getcount("clip_slots");
+    for (var s = 0; s < count; s++) {
+        slots.push(core.atomNumber(new LiveAPI("live_set tracks " + index + " clip_slots " + s).get("has_clip")) === 1);
+    }
+    return slots;
+}
+
+/** Carry out planned operations with LiveAPI (each one undoable in Live as one step). `midiFiles` holds the
+ * parsed MIDI files by path; `target` the job's tempo, at which their notes are placed. */
+function insert(ops, midiFiles, target) {
     var song = new LiveAPI("live_set");
     for (var i = 0; i < ops.length; i++) {
         var op = ops[i];
-        if (op.op === "create_audio_track") {
-            song.call("create_audio_track", op.index);
+        if (op.op === "create_audio_track" || op.op === "create_midi_track") {
+            song.call(op.op, op.index);
             new LiveAPI("live_set tracks " + op.index).set("name", op.name);
         } else if (op.op === "create_scene") {
             song.call("create_scene", -1);
@@ -703,7 +779,40 @@ function insert(ops) {
             new LiveAPI("live_set tracks " + op.track).call("create_audio_clip", op.path, op.position);
         } else if (op.op === "session_clip") {
             new LiveAPI("live_set tracks " + op.track + " clip_slots " + op.slot).call("create_audio_clip", op.path);
+        } else if (op.op === "session_midi_clip") {
+            var slotPath = "live_set tracks " + op.track + " clip_slots " + op.slot;
+            new LiveAPI(slotPath).call("create_clip", op.length);
+            fillMidiClip(new LiveAPI(slotPath + " clip"), op, midiFiles[op.path], target.tempo);
+        } else if (op.op === "arrangement_midi_clip") {
+            var track = new LiveAPI("live_set tracks " + op.track);
+            track.call("create_midi_clip", op.position, op.length);
+            fillMidiClip(arrangementClipAt(op.track, op.position), op, midiFiles[op.path], target.tempo);
         }
+    }
+}
+
+/** The Arrangement clip of a track that starts at `position` (beats), found by its place. */
+function arrangementClipAt(trackIndex, position) {
+    var count = new LiveAPI("live_set tracks " + trackIndex).getcount("arrangement_clips");
+    for (var c = 0; c < count; c++) {
+        var clip = new LiveAPI("live_set tracks " + trackIndex + " arrangement_clips " + c);
+        if (Math.abs(core.atomNumber(clip.get("start_time")) - position) < BEAT_EPSILON) {
+            return clip;
+        }
+    }
+    return null;
+}
+
+/** Names a new MIDI clip after its file and writes the file's notes into it (LOM Clip.add_new_notes takes a
+ * dictionary {notes: [{pitch, start_time, duration, velocity, mute}]}; Max's js passes an object as one). */
+function fillMidiClip(clip, op, parsed, tempo) {
+    if (!clip || Number(clip.id) === 0) {
+        return showError("Live made no MIDI clip for " + core.baseName(op.path) + ".");
+    }
+    clip.set("name", core.baseName(op.path).replace(/\.midi?$/i, ""));
+    var notes = smf.liveNotes(parsed, tempo, op.length);
+    if (notes.notes.length) {
+        clip.call("add_new_notes", notes);
     }
 }
 
@@ -754,7 +863,8 @@ function notifydeleted() {
 var INTERNAL = [
     now, ui, say, showError, sendOsc, nextId, listenOn, askModels, askQueue, busyWithJob, readSong, liveVersion,
     optionalNumber, readClipFile, readSelectedClip, readRange, onSelection, refreshClip, setBars, exactSection,
-    warnAbout, start, handle, onPong, onModels, onQueue, onState, fail, finish, relocate, sessionState, insert, tick
+    warnAbout, start, handle, onPong, onModels, onQueue, onState, fail, finish, relocate, sessionState, insert, tick,
+    barsBeats, separatedBeats, readFileBytes, readMidiFiles, slotsUsed, arrangementClipAt, fillMidiClip
 ];
 for (var internal = 0; internal < INTERNAL.length; internal++) {
     INTERNAL[internal].local = 1;

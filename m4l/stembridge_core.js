@@ -269,7 +269,7 @@ function sectionNote(clip, section, kind) {
 /** The OSC message (address first, as Max's [udpsend] takes it) for one request.
  * `job`: {kind, replyPort, id, path | stem, context[], contextStart[] (seconds, one per context), bpm, bars,
  *        timesig, section ({start, length} seconds: the part of the file), positionSeconds, prompt, seed,
- *        variations, strength, engine, model, token}. Times go out as decimal text (see secondsText). */
+ *        variations, strength, engine, model, midi (true: also a MIDI file per audio file), token}. Times go out as decimal text (see secondsText). */
 function buildRequest(job) {
     var msg = [PREFIX + job.kind, job.replyPort, job.id];
     var i;
@@ -322,6 +322,9 @@ function buildRequest(job) {
         }
         if (job.model && job.model !== "default") {
             add("model", job.model);
+        }
+        if (job.midi) {
+            add("midi", 1); // a .mid beside each audio file, listed after the audio in `done`
         }
     }
     add("token", job.token);
@@ -410,6 +413,59 @@ function describeFile(path) {
     return { stem: stem, variation: variation };
 }
 
+/** Whether a path is a MIDI file: a `.mid` (or `.midi`) extension, in any case. */
+function isMidiPath(path) {
+    return /\.midi?$/i.test(String(path));
+}
+
+/** A `done` reply's paths split into the audio files and the MIDI files (the daemon lists the audio first). */
+function splitPaths(paths) {
+    var split = { audio: [], midi: [] };
+    for (var i = 0; i < paths.length; i++) {
+        (isMidiPath(paths[i]) ? split.midi : split.audio).push(paths[i]);
+    }
+    return split;
+}
+
+function withoutExtension(path) {
+    return String(path).replace(/\.[A-Za-z0-9]+$/, "");
+}
+
+/** The MIDI file of each audio file (null where there is none): the one with the audio's name and `.mid` (or
+ * `-2.mid`, `-3.mid`... when the daemon found that name taken), else the one in the same place in the list (the
+ * daemon lists them in the same order as the audio).
+ * Returns {byAudio: [path | null], unused: [paths of MIDI files no audio file claimed]}. */
+function pairMidi(audio, midi) {
+    var byAudio = [];
+    var taken = {};
+    var i, k;
+    for (i = 0; i < audio.length; i++) {
+        byAudio.push(null);
+        for (k = 0; k < midi.length; k++) {
+            var name = withoutExtension(midi[k]);
+            var base = withoutExtension(audio[i]);
+            if (!taken[k] && (name === base || name.replace(/-\d+$/, "") === base)) {
+                byAudio[i] = midi[k];
+                taken[k] = true;
+                break;
+            }
+        }
+    }
+    for (i = 0; i < audio.length; i++) {
+        if (byAudio[i] === null && i < midi.length && !taken[i]) {
+            byAudio[i] = midi[i];
+            taken[i] = true;
+        }
+    }
+    var unused = [];
+    for (k = 0; k < midi.length; k++) {
+        if (!taken[k]) {
+            unused.push(midi[k]);
+        }
+    }
+    return { byAudio: byAudio, unused: unused };
+}
+
 /** The Live calls that insert a finished job's files (pure: Live's current state comes in `live`).
  *
  * `target`: where the job came from: {kind, arrangement, track, slot, positionBeats, name, stem}.
@@ -419,13 +475,24 @@ function describeFile(path) {
  *     variations in its slots from the source's scene down;
  *   - vary: Arrangement: one new track per variation at the position; Session: the next empty slots below
  *     the source clip on its own track.
- * `live`: {sceneCount, slotsUsed: [bool per scene of the source track]} (Session only).
- * Returns a list of operations: {op: "create_audio_track", index, name} | {op: "create_scene"} |
- * {op: "arrangement_clip", track, path, position} | {op: "session_clip", track, slot, path}. */
+ * MIDI files (`.mid`, from a request with `midi 1`) go into MIDI clips beside their audio, `target.lengthBeats`
+ * long: an audio file on a new track gets a new MIDI track right after that track, its clip at the same
+ * position (Arrangement) or in the same scene (Session); Session variations of a clip on its own track go into
+ * the track after it when that is a MIDI track with those slots free, else into a new MIDI track there.
+ * `live`: {sceneCount, slotsUsed: [bool per scene of the source track], next: {midi, slotsUsed} (the track after
+ * the source track)} (Session only).
+ * Returns a list of operations: {op: "create_audio_track", index, name} | {op: "create_midi_track", index, name} |
+ * {op: "create_scene"} | {op: "arrangement_clip", track, path, position} | {op: "session_clip", track, slot, path}
+ * | {op: "arrangement_midi_clip", track, path, position, length} | {op: "session_midi_clip", track, slot, path,
+ * length}. */
 function planInsertion(target, paths, live) {
     var ops = [];
     var scenes = live && live.sceneCount ? live.sceneCount : 0;
+    var split = splitPaths(paths);
+    var midiOf = pairMidi(split.audio, split.midi).byAudio;
+    var length = target.lengthBeats;
     var i;
+    paths = split.audio;
     function needScene(index) {
         while (scenes <= index) {
             ops.push({ op: "create_scene" });
@@ -441,40 +508,77 @@ function planInsertion(target, paths, live) {
         var k = info.variation || index + 1;
         return paths.length > 1 ? base + " v" + k : base;
     }
-    if (target.arrangement) {
-        for (i = 0; i < paths.length; i++) {
-            ops.push({ op: "create_audio_track", index: target.track + 1 + i, name: trackName(paths[i], i) });
-            ops.push({ op: "arrangement_clip", track: target.track + 1 + i, path: paths[i], position: target.positionBeats });
-        }
-        return ops;
+    var anyMidi = false;
+    for (i = 0; i < midiOf.length; i++) {
+        anyMidi = anyMidi || midiOf[i] !== null;
     }
-    if (target.kind === "separate") {
+    if (target.arrangement || target.kind === "separate") {
+        // one new track per file (and a MIDI track after it for its MIDI file)
+        var index = target.track + 1;
         for (i = 0; i < paths.length; i++) {
-            ops.push({ op: "create_audio_track", index: target.track + 1 + i, name: trackName(paths[i], i) });
-            ops.push({ op: "session_clip", track: target.track + 1 + i, slot: target.slot, path: paths[i] });
+            var name = trackName(paths[i], i);
+            ops.push({ op: "create_audio_track", index: index, name: name });
+            ops.push(target.arrangement ? { op: "arrangement_clip", track: index, path: paths[i], position: target.positionBeats }
+                : { op: "session_clip", track: index, slot: target.slot, path: paths[i] });
+            index += 1;
+            if (midiOf[i] !== null) {
+                ops.push({ op: "create_midi_track", index: index, name: name + " MIDI" });
+                ops.push(target.arrangement ? { op: "arrangement_midi_clip", track: index, path: midiOf[i], position: target.positionBeats, length: length }
+                    : { op: "session_midi_clip", track: index, slot: target.slot, path: midiOf[i], length: length });
+                index += 1;
+            }
         }
         return ops;
     }
     if (target.kind === "generate") {
         ops.push({ op: "create_audio_track", index: target.track + 1, name: target.stem });
+        if (anyMidi) {
+            ops.push({ op: "create_midi_track", index: target.track + 2, name: target.stem + " MIDI" });
+        }
         for (i = 0; i < paths.length; i++) {
             needScene(target.slot + i);
             ops.push({ op: "session_clip", track: target.track + 1, slot: target.slot + i, path: paths[i] });
+            if (midiOf[i] !== null) {
+                ops.push({ op: "session_midi_clip", track: target.track + 2, slot: target.slot + i, path: midiOf[i], length: length });
+            }
         }
         return ops;
     }
     // vary in Session view: the next empty slots below the source clip, adding scenes when they run out
     var used = (live && live.slotsUsed) || [];
+    var slots = [];
     var slot = target.slot;
     for (i = 0; i < paths.length; i++) {
         slot += 1;
         while (slot < used.length && used[slot]) {
             slot += 1;
         }
-        needScene(slot);
-        ops.push({ op: "session_clip", track: target.track, slot: slot, path: paths[i] });
+        slots.push(slot);
+    }
+    if (anyMidi && !midiTrackFree(live && live.next, slots, midiOf)) {
+        ops.push({ op: "create_midi_track", index: target.track + 1, name: (target.name || "variation") + " MIDI" });
+    }
+    for (i = 0; i < paths.length; i++) {
+        needScene(slots[i]);
+        ops.push({ op: "session_clip", track: target.track, slot: slots[i], path: paths[i] });
+        if (midiOf[i] !== null) {
+            ops.push({ op: "session_midi_clip", track: target.track + 1, slot: slots[i], path: midiOf[i], length: length });
+        }
     }
     return ops;
+}
+
+/** Whether an existing track (`next`: {midi, slotsUsed}) can take the MIDI clips of variations in `slots`. */
+function midiTrackFree(next, slots, midiOf) {
+    if (!next || !next.midi) {
+        return false;
+    }
+    for (var i = 0; i < slots.length; i++) {
+        if (midiOf[i] !== null && slots[i] < next.slotsUsed.length && next.slotsUsed[slots[i]]) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /** An error reply in plain words for the device's error line. */
@@ -535,6 +639,8 @@ function busyText(q) {
  * `made` reply, or null when it was lost (UDP) or the daemon predates it. */
 function doneText(kind, paths, made, stem) {
     var what;
+    var midi = splitPaths(paths).midi.length;
+    paths = splitPaths(paths).audio; // each MIDI file goes with its audio file
     if (kind === "separate") {
         what = plural(paths.length, "stem", "stems");
     } else if (kind === "vary") {
@@ -543,7 +649,7 @@ function doneText(kind, paths, made, stem) {
         what = paths.length === 1 ? (stem || "part") : plural(paths.length, "take", "takes") + " of " + (stem || "the part");
     }
     var by = made && made.engine ? " by " + made.engine + (made.model ? " (" + made.model + ")" : "") : "";
-    return "done: " + what + by;
+    return "done: " + what + (midi ? " with MIDI" : "") + by;
 }
 
 exports.quartersPerBar = quartersPerBar;
@@ -568,6 +674,9 @@ exports.parseReply = parseReply;
 exports.baseName = baseName;
 exports.folderOf = folderOf;
 exports.describeFile = describeFile;
+exports.isMidiPath = isMidiPath;
+exports.splitPaths = splitPaths;
+exports.pairMidi = pairMidi;
 exports.planInsertion = planInsertion;
 exports.plainError = plainError;
 exports.queueText = queueText;

@@ -12,6 +12,7 @@
 -- ReaImGui window when ReaImGui is installed, else GetUserInputs); the selection and the context are read when
 -- the action starts. The result goes on a new track below the last selected track, one item at the selection
 -- start; variations are takes of that item, named with the seed that made them (each run picks a new seed).
+-- With MIDI ticked, the MIDI files go on a track right under it, one item with a take per variation.
 
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
@@ -98,6 +99,7 @@ local function main()
   local function generate(values)
     local stem, prompt = values[1], values[2]
     local n_bars, variations = tonumber(values[3]), tonumber(values[4])
+    local midi = ui.yes(values[5])
     local problems = {}
     if stem == "" or stem:find("[^%w_%-]") then
       problems[#problems + 1] = "the stem must be one word, like bass"
@@ -108,9 +110,13 @@ local function main()
     if not variations or variations ~= math.floor(variations) or variations < 1 or variations > 16 then
       problems[#problems + 1] = ("variations must be a whole number from 1 to 16, got %q"):format(values[4])
     end
+    if midi == nil then
+      problems[#problems + 1] = ("MIDI must be y or n, got %q"):format(values[5])
+    end
     if #problems > 0 then
       return ui.message("Nothing was generated: " .. table.concat(problems, "; ") .. ".", TITLE)
     end
+    request.remember_midi(midi)
     reaper.SetExtState(request.SECTION, "last_stem", stem, true)
     reaper.SetExtState(request.SECTION, "last_prompt", prompt, true)
     reaper.SetExtState(request.SECTION, "last_variations", tostring(math.floor(variations)), true)
@@ -122,6 +128,7 @@ local function main()
       "--seed", tostring(seed), "--position", project.number(start),
     }
     if prompt ~= "" then args[#args + 1], args[#args + 2] = "--prompt", prompt end
+    if midi then args[#args + 1] = "--midi" end
     for _, key in ipairs({ "engine", "out" }) do
       local value = request.setting(key)
       if value then args[#args + 1], args[#args + 2] = "--" .. key, value end
@@ -151,6 +158,7 @@ local function main()
           end
         end
         reaper.SetActiveTake(reaper.GetTake(item, 0))
+        project.add_midi_track(track, outputs, stem .. " MIDI", start, length)  -- right under it, if MIDI came
       end)
       if #left_out > 0 then
         return "Generated without these overlapping items as context:\n" .. table.concat(left_out, "\n")
@@ -167,6 +175,7 @@ local function main()
     { "Prompt (optional)", request.setting("last_prompt", "") },
     { "Bars", bars, int = true },
     { "Variations (1-16)", request.setting("last_variations", "1"), int = true },
+    { "MIDI", request.midi_wanted(), check = true },
   }, function(values)
     if values then generate(values) end
   end)

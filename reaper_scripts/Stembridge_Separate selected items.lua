@@ -33,6 +33,8 @@
 --     less than half of the file (a short item cut from a long recording): the job is shorter, the stems are
 --     exactly that long, and the stem items play them from their start (offset 0) at the item's playrate and
 --     pitch. A part that cannot be sent as a section (a negative start offset) uses the whole file.
+-- With MIDI on (the `midi` setting, ticked in Generate's or Vary's form), each stem also gets its MIDI file on a
+-- track right under it, an item at the same position and length.
 
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
@@ -55,11 +57,17 @@ local function add_stems(info, result, section)
     reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
     -- the stems play like the item: from the section's start, or from where the item starts in the whole file
     local like = project.with_startoffs(info, section and 0 or info.section_start)
-    local last
-    for i, out in ipairs(outputs) do
+    local last, row = nil, index
+    for _, out in ipairs(outputs) do
       local stem = type(out.stem) == "string" and out.stem or project.basename(out.path)
-      last = project.insert_track(index + i, stem)
+      row = row + 1
+      last = project.insert_track(row, stem)
       project.add_item(last, out.path, info.position, info.length, stem, like)
+      if out.midi then  -- its MIDI on a track right under it; MIDI plays in beats, so the offset is in beats too
+        row = row + 1
+        last = project.insert_track(row, stem .. " MIDI")
+        project.add_midi_item(last, out.midi, info.position, info.length, stem .. " MIDI", like.startoffs / like.playrate)
+      end
     end
     -- the source track may close folders (depth < 0); the stems now sit below it, so they close them instead
     local closes = source_track and reaper.GetMediaTrackInfo_Value(source_track, "I_FOLDERDEPTH") or 0
@@ -86,6 +94,7 @@ local function main()
       end
     end
     if stems then args[#args + 1], args[#args + 2] = "--stems", stems end
+    if sb.request.midi_wanted() then args[#args + 1] = "--midi" end
     for _, key in ipairs({ "engine", "out" }) do
       local value = sb.request.setting(key)
       if value then args[#args + 1], args[#args + 2] = "--" .. key, value end

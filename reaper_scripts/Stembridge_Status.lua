@@ -9,7 +9,9 @@ local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
 local ui, request = sb.ui, sb.request
 local TITLE = "Stembridge: Status"
-local SETTING_KEYS = { "executable", "host", "port", "token", "state_dir", "out", "engine", "stems", "dialogs" }
+local SETTING_KEYS = {
+  "executable", "host", "port", "token", "state_dir", "out", "engine", "stems", "dialogs", "midi",
+}
 
 local function edit_settings()
   local fields = {}

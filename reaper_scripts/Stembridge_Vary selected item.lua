@@ -9,7 +9,8 @@
 -- bars at that tempo and the time signature at the item's start, with `--bars` so the variations are bar-exact.
 -- Each new take plays its variation from its start (offset 0) with the original take's playrate and pitch, so
 -- it fills the item, in place. The beat grid of a variation starts at the item's start: an item that does not
--- start on a beat varies less tightly.
+-- start on a beat varies less tightly. With MIDI ticked, the variations' MIDI files go on a new track right under
+-- the item's track, one item at the item's place with a take per variation.
 
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*)[/\\]")
 local sb = dofile(dir .. "/stembridge/lib.lua")
@@ -50,6 +51,8 @@ local function add_takes(info, result)
       first = first or take
     end
     reaper.SetActiveTake(first)
+    local track = project.valid(info.track, "MediaTrack*") and info.track or nil
+    project.add_midi_track(track, outputs, info.name .. " MIDI", info.position, info.length)
   end)
 end
 
@@ -69,13 +72,17 @@ local function main()
     return ui.message("Select an audio item to vary." .. why, TITLE)
   end
   local function vary(values)
-    local variations, strength = tonumber(values[1]), tonumber(values[2])
+    local variations, strength, midi = tonumber(values[1]), tonumber(values[2]), ui.yes(values[3])
     if not variations or variations ~= math.floor(variations) or variations < 1 or variations > 16 then
       return ui.message(("Variations must be a whole number from 1 to 16, got %q."):format(values[1]), TITLE)
     end
     if not strength or strength < 0 or strength > 1 then
       return ui.message(("Strength must be a number from 0 to 1, got %q."):format(values[2]), TITLE)
     end
+    if midi == nil then
+      return ui.message(("MIDI must be y or n, got %q."):format(values[3]), TITLE)
+    end
+    request.remember_midi(midi)
     reaper.SetExtState(request.SECTION, "last_vary_variations", tostring(math.floor(variations)), true)
     reaper.SetExtState(request.SECTION, "last_strength", values[2], true)
 
@@ -90,6 +97,7 @@ local function main()
         local value = request.setting(key)
         if value then args[#args + 1], args[#args + 2] = "--" .. key, value end
       end
+      if midi then args[#args + 1] = "--midi" end
       steps[#steps + 1] = {
         op = "vary", args = args, label = "Varying " .. info.name,
         on_done = function(result) return add_takes(info, result) end,
@@ -103,6 +111,7 @@ local function main()
   ui.form(TITLE, {
     { "Variations (1-16)", request.setting("last_vary_variations", "3"), int = true },
     { "Strength (0-1)", request.setting("last_strength", "0.5") },
+    { "MIDI", request.midi_wanted(), check = true },
   }, function(values)
     if values then vary(values) end
   end)

@@ -157,6 +157,7 @@ def track(
         "name": name,
         "is_foldable": 0,
         "has_audio_input": 1,
+        "has_midi_input": 0,
         "clip_slots": [None] * slots,
         "arrangement_clips": arrangement or [],
     }
@@ -891,6 +892,319 @@ def test_before_live_12_0_5_the_device_lists_the_files_instead(
     ]
 
 
+# --- MIDI: the Standard MIDI File reader and MIDI clips -----------------------------------------------------------
+
+
+def write_mid(
+    path: Path,
+    notes: list[tuple[int, float, float, int]],
+    *,
+    bpm: float = 120.0,
+    ppq: int = 480,
+    signature: tuple[int, int] = (4, 4),
+    file_format: int = 1,
+    length_beats: float | None = None,
+    zero_velocity_off: bool = False,
+    tempo_changes: tuple[tuple[float, float], ...] = (),
+) -> Path:
+    """A Standard MIDI File written by mido: ``notes`` as (pitch, start beat, length in beats, velocity), tempo and
+    time signature at tick 0 (and ``tempo_changes`` as (beat, bpm)), ending at ``length_beats``. Format 1 puts
+    the tempo map in a track of its own; ``zero_velocity_off`` writes note-offs as note-ons of velocity 0 (and
+    so, as mido writes them, with running status)."""
+    mido = pytest.importorskip("mido", reason="mido writes the test's MIDI files (pip install mido)")
+    end = round((length_beats if length_beats is not None else max(s + d for _, s, d, _ in notes)) * ppq)
+    meta = [(0, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))]
+    meta.append((0, 0, mido.MetaMessage("time_signature", numerator=signature[0], denominator=signature[1])))
+    meta += [
+        (round(b * ppq), 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(t))) for b, t in tempo_changes
+    ]
+    events = []
+    for pitch, start, length, velocity in notes:
+        on, off = round(start * ppq), round((start + length) * ppq)
+        events.append((on, 1, mido.Message("note_on", note=pitch, velocity=velocity)))
+        off_msg = (mido.Message("note_on", note=pitch, velocity=0) if zero_velocity_off
+                   else mido.Message("note_off", note=pitch, velocity=64))  # fmt: skip
+        events.append((off, 0, off_msg))  # at the same tick, offs before ons
+
+    def track(items: list[tuple[int, int, Any]]) -> Any:
+        t, now = mido.MidiTrack(), 0
+        for tick, _, msg in sorted(items, key=lambda e: (e[0], e[1])):
+            t.append(msg.copy(time=tick - now))
+            now = tick
+        t.append(mido.MetaMessage("end_of_track", time=end - now))
+        return t
+
+    mid = mido.MidiFile(type=file_format, ticks_per_beat=ppq)
+    mid.tracks += [track(meta + events)] if file_format == 0 else [track(meta), track(events)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mid.save(str(path))
+    return path
+
+
+def parse_smf(path: Path) -> dict[str, Any]:
+    """m4l/stembridge_midi.js's parseSmf on a file's bytes, under node."""
+    script = (
+        "const m = require(process.argv[1]); const bytes = Array.from(require('fs').readFileSync(process.argv[2]));"
+        "let out; try { out = m.parseSmf(bytes); } catch (err) { out = {error: err.message}; }"
+        "process.stdout.write(JSON.stringify(out));"
+    )
+    assert NODE is not None
+    done = subprocess.run([NODE, "-e", script, str(M4L / "stembridge_midi.js"), str(path)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+CHORD = [
+    (60, 0.0, 1.0, 100),
+    (64, 0.0, 1.0, 90),
+    (67, 0.0, 1.0, 80),
+    (62, 1.5, 0.5, 70),
+    (36, 3.75, 0.25, 127),
+]
+
+
+@pytest.mark.parametrize(
+    ("file_format", "ppq", "bpm", "signature", "zero_velocity_off"),
+    [
+        (0, 480, 120.0, (4, 4), False),
+        (1, 96, 96.0, (6, 8), True),  # note-on velocity 0 as note-off, running status
+        (1, 960, 137.5, (3, 4), False),
+        (0, 24, 72.0, (7, 8), True),
+    ],
+)
+def test_the_midi_reader_reads_what_mido_writes(
+    tmp_path: Path,
+    file_format: int,
+    ppq: int,
+    bpm: float,
+    signature: tuple[int, int],
+    zero_velocity_off: bool,
+) -> None:
+    if NODE is None:
+        pytest.skip(NO_NODE)
+    # the same pitch twice in a row: the first note-off ends the first note, not the second
+    notes = [*CHORD, (62, 2.0, 1.0, 60), (62, 3.0, 0.5, 50)]
+    path = write_mid(tmp_path / "part.mid", notes, bpm=bpm, ppq=ppq, signature=signature,
+                     file_format=file_format, length_beats=4.5, zero_velocity_off=zero_velocity_off)  # fmt: skip
+    data = path.read_bytes()
+    if zero_velocity_off:  # the file really uses running status: fewer 0x90 status bytes than note events
+        assert data.count(bytes([0x90])) < 2 * len(notes)
+    smf = parse_smf(path)
+    assert (smf["format"], smf["ppq"]) == (file_format, ppq)
+    us = round(60e6 / bpm)  # what the file holds: microseconds per quarter note
+    assert [(t["tick"], t["usPerQuarter"]) for t in smf["tempos"]] == [(0, us)]
+    assert smf["tempos"][0]["bpm"] == pytest.approx(bpm, rel=1e-5)
+    assert [(t["numerator"], t["denominator"]) for t in smf["timeSignatures"]] == [signature]
+    assert (smf["lengthTicks"], smf["lengthBeats"]) == (round(4.5 * ppq), 4.5)
+    expected = sorted(
+        (p, round(s * ppq), round((s + d) * ppq), v) for p, s, d, v in notes
+    )  # fmt: skip
+    got = sorted((n["pitch"], n["startTick"], n["endTick"], n["velocity"]) for n in smf["notes"])
+    assert got == expected
+    by_tick = {(n["pitch"], n["startTick"]): n for n in smf["notes"]}
+    for p, s, d, _ in notes:
+        n = by_tick[(p, round(s * ppq))]
+        assert (n["start"], n["duration"]) == (
+            round(s * ppq) / ppq,
+            (round((s + d) * ppq) - round(s * ppq)) / ppq,
+        )
+        assert n["startSeconds"] == pytest.approx(n["start"] * us / 1e6, abs=1e-9)
+        assert n["durationSeconds"] == pytest.approx(n["duration"] * us / 1e6, abs=1e-9)
+
+
+def test_the_midi_reader_follows_tempo_changes_and_refuses_what_is_not_midi(tmp_path: Path) -> None:
+    if NODE is None:
+        pytest.skip(NO_NODE)
+    path = write_mid(tmp_path / "change.mid", [(60, 5.0, 1.0, 100)], bpm=120.0, tempo_changes=((4.0, 60.0),))
+    (note,) = parse_smf(path)["notes"]
+    assert note["start"] == 5.0
+    assert note["startSeconds"] == pytest.approx(4 * 0.5 + 1 * 1.0)  # four beats at 120, one at 60
+    assert note["durationSeconds"] == pytest.approx(1.0)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(100, dtype=np.float32), 44100)
+    assert parse_smf(wav) == {"error": "not a Standard MIDI File (no MThd header)"}
+    cut = tmp_path / "cut.mid"
+    cut.write_bytes(path.read_bytes()[:-6])
+    assert "ends first" in parse_smf(cut)["error"]
+
+
+def midi_notes(answer: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The notes of each add_new_notes call, in order."""
+    return [c["args"][0]["notes"] for c in answer["calls"] if c["fn"] == "add_new_notes"]
+
+
+def live_notes(notes: list[tuple[int, float, float, int]]) -> list[dict[str, Any]]:
+    """Notes as Clip.add_new_notes takes them, sorted as the device sends them (by start, then pitch)."""
+    return [
+        {"pitch": p, "start_time": s, "duration": d, "velocity": v, "mute": 0}
+        for p, s, d, v in sorted(notes, key=lambda n: (n[1], n[0]))
+    ]
+
+
+def test_the_midi_toggle_asks_for_midi_with_each_job(device: Device) -> None:
+    start(device, arrangement_set())
+    for action in ("separate", "generate", "vary"):
+        (request,) = osc_out(device.send(action, 1))
+        assert "midi" not in request[3:]
+    device.send("midi", 1)
+    for action in ("separate", "generate", "vary"):
+        (request,) = osc_out(device.send(action, 1))
+        assert option(request, "midi") == 1, request
+    device.send("midi", 0)
+    (request,) = osc_out(device.send("generate", 1))
+    assert "midi" not in request[3:]
+
+
+def test_generate_in_arrangement_puts_the_midi_in_a_midi_clip_beside_the_audio(
+    device: Device, tmp_path: Path
+) -> None:
+    start(device, arrangement_set())  # 6/8 at 96 bpm, the clip at beat 24 on track 1
+    device.send("midi", 1)
+    device.send("bars", 2)
+    (gen,) = osc_out(device.send("generate", 1))
+    wav = str(tmp_path / "drum_loop__bass__96bpm__2bars.wav")
+    mid = write_mid(tmp_path / "drum_loop__bass__96bpm__2bars.mid", CHORD, bpm=96.0, ppq=480,
+                    signature=(6, 8), length_beats=6.0)  # fmt: skip
+    answer = device.reply("/stembridge/done", gen[2], wav, str(mid))
+    assert live_calls(answer) == [
+        ("live_set", "create_audio_track", [2]),
+        ("live_set tracks 2", "create_audio_clip", [wav, 24.0]),
+        ("live_set", "create_midi_track", [3]),  # right after the audio's track
+        ("live_set tracks 3", "create_midi_clip", [24.0, 6.0]),  # 2 bars of 6/8: 6 quarter notes
+        ("live_set tracks 3 arrangement_clips 0", "add_new_notes", [{"notes": live_notes(CHORD)}]),
+    ]
+    tracks = device.cmd("live")["result"]["tracks"]
+    assert [t["name"] for t in tracks] == ["Keys", "Drums", "bass", "bass MIDI"]
+    (clip_made,) = tracks[3]["arrangement_clips"]
+    assert (clip_made["name"], clip_made["start_time"], clip_made["length"]) == (mid.stem, 24.0, 6.0)
+    assert ui_text(answer, "status") == "done: bass with MIDI."
+    assert ui_text(answer, "files").endswith(f"{Path(wav).name}, {mid.name}")
+
+
+def test_separate_in_session_puts_each_stems_midi_on_a_midi_track_after_it(
+    device: Device, tmp_path: Path
+) -> None:
+    start(device, session_set())  # the clip: 16 beats in slot 1 of track 0, 4/4 at 120
+    device.send("midi", 1)
+    (sep,) = osc_out(device.send("separate", 1))
+    wavs = [str(tmp_path / f"l__{s}.wav") for s in ("drums", "bass")]
+    bass = [(40, 0.0, 2.0, 100), (43, 2.0, 2.0, 100), (45, 15.5, 1.0, 90)]  # the last one ends past the clip
+    mids = [str(write_mid(tmp_path / "l__drums.mid", CHORD, length_beats=16.0)),
+            str(write_mid(tmp_path / "l__bass-2.MID", bass, length_beats=16.5))]  # fmt: skip
+    # out of order, and bass's .mid named -2 (its name was taken): paired by name all the same
+    answer = device.reply("/stembridge/done", sep[2], *wavs, mids[1], mids[0])
+    assert live_calls(answer) == [
+        ("live_set", "create_audio_track", [1]),
+        ("live_set tracks 1 clip_slots 1", "create_audio_clip", [wavs[0]]),
+        ("live_set", "create_midi_track", [2]),
+        ("live_set tracks 2 clip_slots 1", "create_clip", [16.0]),
+        ("live_set tracks 2 clip_slots 1 clip", "add_new_notes", [{"notes": live_notes(CHORD)}]),
+        ("live_set", "create_audio_track", [3]),
+        ("live_set tracks 3 clip_slots 1", "create_audio_clip", [wavs[1]]),
+        ("live_set", "create_midi_track", [4]),
+        ("live_set tracks 4 clip_slots 1", "create_clip", [16.0]),
+        ("live_set tracks 4 clip_slots 1 clip", "add_new_notes",
+         [{"notes": live_notes([*bass[:2], (45, 15.5, 0.5, 90)])}]),  # ends with the clip
+    ]  # fmt: skip
+    names = [t["name"] for t in device.cmd("live")["result"]["tracks"]]
+    assert names == ["Loop", "drums", "drums MIDI", "bass", "bass MIDI", "Pad"]
+    assert ui_text(answer, "status") == "done: 2 stems with MIDI."
+
+
+def test_a_midi_file_at_another_tempo_is_placed_where_its_notes_sound(device: Device, tmp_path: Path) -> None:
+    """A Separate request carries no tempo, so the daemon may write the .mid at another tempo than the set's: its
+    notes land where they sound in the audio (at 100 bpm, beat 1 of the file is 0.6 s: beat 1.2 at 120)."""
+    start(device, session_set())
+    device.send("midi", 1)
+    (sep,) = osc_out(device.send("separate", 1))
+    mid = write_mid(tmp_path / "l__bass.mid", [(40, 1.0, 0.5, 100)], bpm=100.0, length_beats=8.0)
+    answer = device.reply("/stembridge/done", sep[2], str(tmp_path / "l__bass.wav"), str(mid))
+    assert midi_notes(answer) == [
+        [{"pitch": 40, "start_time": 1.2, "duration": 0.6, "velocity": 100, "mute": 0}]
+    ]
+
+
+def test_generate_in_session_puts_the_midi_takes_on_one_midi_track(device: Device, tmp_path: Path) -> None:
+    start(device, session_set(scenes=2))
+    device.send("midi", 1)
+    device.send("stem", "keys")
+    device.send("bars", 1)
+    (gen,) = osc_out(device.send("generate", 1))
+    wavs = [str(tmp_path / f"x__keys__120bpm__1bars__v{k}.wav") for k in (1, 2)]
+    mids = [str(write_mid(Path(w).with_suffix(".mid"), [(60 + k, 0.0, 1.0, 100)], length_beats=4.0))
+            for k, w in enumerate(wavs)]  # fmt: skip
+    answer = device.reply("/stembridge/done", gen[2], *wavs, *mids)
+    assert live_calls(answer) == [
+        ("live_set", "create_audio_track", [1]),
+        ("live_set", "create_midi_track", [2]),
+        ("live_set tracks 1 clip_slots 1", "create_audio_clip", [wavs[0]]),
+        ("live_set tracks 2 clip_slots 1", "create_clip", [4.0]),
+        (
+            "live_set tracks 2 clip_slots 1 clip",
+            "add_new_notes",
+            [{"notes": live_notes([(60, 0.0, 1.0, 100)])}],
+        ),
+        ("live_set", "create_scene", [-1]),
+        ("live_set tracks 1 clip_slots 2", "create_audio_clip", [wavs[1]]),
+        ("live_set tracks 2 clip_slots 2", "create_clip", [4.0]),
+        (
+            "live_set tracks 2 clip_slots 2 clip",
+            "add_new_notes",
+            [{"notes": live_notes([(61, 0.0, 1.0, 100)])}],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_vary_in_session_uses_the_midi_track_after_the_clips_track(
+    device: Device, tmp_path: Path, taken: bool
+) -> None:
+    """The track after the clip's track is a MIDI track: the variations' MIDI goes there, in their scenes; when a
+    slot it needs is taken, a new MIDI track comes between them instead."""
+    live = session_set(used=(1, 2), scenes=4)
+    synth_track = track("Synth", 4, has_audio_input=0, has_midi_input=1)
+    if taken:
+        synth_track["clip_slots"][3] = {"name": "mine", "is_audio_clip": 0, "is_midi_clip": 1}
+    live["tracks"].insert(1, synth_track)
+    start(device, live)
+    device.send("midi", 1)
+    device.send("variations", 2)
+    device.send("bars", 2)
+    (var,) = osc_out(device.send("vary", 1))
+    wavs = [str(tmp_path / f"loop_1__var__120bpm__4bars__v{k}.wav") for k in (1, 2)]
+    mids = [str(write_mid(Path(w).with_suffix(".mid"), [(50 + k, 1.0, 1.0, 80)], length_beats=16.0))
+            for k, w in enumerate(wavs)]  # fmt: skip
+    answer = device.reply("/stembridge/done", var[2], *wavs, *mids)
+    calls = [c for c in live_calls(answer) if c[1] != "add_new_notes"]
+    made = [("live_set", "create_midi_track", [1])] if taken else []
+    assert calls == [
+        *made,
+        ("live_set tracks 0 clip_slots 3", "create_audio_clip", [wavs[0]]),  # slot 2 is taken
+        ("live_set tracks 1 clip_slots 3", "create_clip", [16.0]),  # 4 bars (the clip's) of 4/4
+        ("live_set", "create_scene", [-1]),
+        ("live_set tracks 0 clip_slots 4", "create_audio_clip", [wavs[1]]),
+        ("live_set tracks 1 clip_slots 4", "create_clip", [16.0]),
+    ]
+    names = [t["name"] for t in device.cmd("live")["result"]["tracks"]]
+    assert names == (["Loop", "Loop 1 MIDI", "Synth", "Pad"] if taken else ["Loop", "Synth", "Pad"])
+
+
+def test_an_unreadable_midi_file_leaves_its_clip_out_and_says_so(device: Device, tmp_path: Path) -> None:
+    start(device, arrangement_set())
+    device.send("midi", 1)
+    (gen,) = osc_out(device.send("generate", 1))
+    broken = tmp_path / "x__bass.mid"
+    broken.write_bytes(b"RIFF....not midi")
+    answer = device.reply("/stembridge/done", gen[2], str(tmp_path / "x__bass.wav"), str(broken),
+                          str(tmp_path / "missing.mid"))  # fmt: skip
+    assert [c[1] for c in live_calls(answer)] == ["create_audio_track", "create_audio_clip"]
+    assert ui_text(answer, "error") == (
+        "Could not read x__bass.mid (not a Standard MIDI File (no MThd header)); missing.mid (cannot open it): "
+        "its clip was left out (the audio is in)."
+    )
+
+
 # --- the JavaScript is Max's ES5 ------------------------------------------------------------------------------
 
 
@@ -900,7 +1214,7 @@ def code_only(source: str) -> str:
     return token.sub(lambda m: '""' if m.group(0)[0] in "\"'" else " ", source)
 
 
-@pytest.mark.parametrize("script", ["stembridge.js", "stembridge_core.js"])
+@pytest.mark.parametrize("script", ["stembridge.js", "stembridge_core.js", "stembridge_midi.js"])
 def test_the_device_scripts_are_es5_for_max_classic_js(script: str) -> None:
     code = code_only((M4L / script).read_text())
     for pattern, what in [
@@ -928,7 +1242,7 @@ STANDARD_OBJECTS = {
 }
 STANDARD_CLASSES = {
     "newobj", "message", "comment", "live.text", "live.menu", "live.numbox", "live.dial", "textedit", "umenu",
-    "multislider",
+    "multislider", "live.toggle",
 }  # fmt: skip
 
 
@@ -952,6 +1266,7 @@ MAX_IO = {
     "textedit": (1, 4),
     "umenu": (1, 3),
     "multislider": (1, 2),
+    "live.toggle": (1, 1),
 }
 AMXD_AUDIO_EFFECT = int.from_bytes(b"aaaa", "big")  # project.amxdtype: the ampf device type as a number
 
@@ -1083,6 +1398,24 @@ def test_parameters_the_patch_moves_are_hidden_from_automation_and_undo(patch: d
         if i in moved or b["maxclass"] == "live.text":
             assert invisible == 2, f"{name} is moved by the patch or is a button: it must be hidden (no undo)"
     assert any(b["maxclass"] == "live.numbox" and i in moved for i, b in params.items()), "Bars is not moved"
+
+
+def test_the_midi_toggle_is_a_parameter_saved_with_the_set_that_reaches_the_script(
+    patch: dict[str, Any],
+) -> None:
+    boxes = boxes_of(patch)
+    (toggle,) = [i for i, b in boxes.items() if b["maxclass"] == "live.toggle"]
+    valueof = boxes[toggle]["saved_attribute_attributes"]["valueof"]
+    assert (valueof["parameter_longname"], valueof["parameter_enum"]) == ("MIDI", ["off", "on"])
+    assert valueof["parameter_invisible"] == 1  # Stored Only: saved with the set, not automatable
+    assert patch["parameters"][toggle] == ["MIDI", "MIDI", 0]
+    wires = {(ln["patchline"]["source"][0], ln["patchline"]["destination"][0]) for ln in patch["lines"]}
+    (prepend,) = [i for i, b in boxes.items() if b.get("text") == "prepend midi"]
+    (js,) = [i for i, b in boxes.items() if b.get("text", "").startswith("js ")]
+    assert {(toggle, prepend), (prepend, js)} <= wires
+    assert {"name": "stembridge_midi.js", "patcherrelativepath": ".", "type": "TEXT", "implicit": 1} in patch[
+        "dependency_cache"
+    ]
 
 
 def test_the_device_view_fits_live_and_nothing_overlaps(patch: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ import soundfile as sf
 from bridge.client import Client, Endpoint
 from bridge.config import Settings
 from bridge.server.daemon import DaemonThread
+from bridge.server.osc import decode_packet, encode_message
+from tests.test_m4l_device import write_mid
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "reaper_scripts"
@@ -308,11 +311,11 @@ def test_generate_fills_the_time_selection_with_the_context_playing_at_its_start
     ]
     out = reaper.run(
         GENERATE, tracks=tracks, tempo=90, timesig=[3, 4], time_selection=[start, start + 4 * bar + 0.3],
-        inputs=[["bass", "dark and sparse", "4", "2"]],
+        inputs=[["bass", "dark and sparse", "4", "2", "n"]],
     )  # fmt: skip
 
     [dialog] = out["inputs"]
-    assert dialog["defaults"].split("\n") == ["bass", "", "4", "1"]  # 4 bars from the selection
+    assert dialog["defaults"].split("\n") == ["bass", "", "4", "1", "n"]  # 4 bars from the selection
     [job] = out["exec"]
     argv = command_line(job)
     assert values(argv, "--context") == [str(drums_file), str(song_file), str(song_file)]
@@ -350,7 +353,7 @@ def test_generate_asks_with_reaimgui_when_it_is_installed(
     answers = {"Stem (bass drums keys pad lead)": "keys", "Prompt (optional)": "bright", "Bars": 2}
     out = reaper.run(
         GENERATE, time_selection=[1.0, 9.0], imgui={"answers": answers, "broken": broken},
-        inputs=[["lead", "", "1", "1"]],  # what GetUserInputs answers, if it is asked
+        inputs=[["lead", "", "1", "1", "n"]],  # what GetUserInputs answers, if it is asked
     )  # fmt: skip
     [track] = out["tracks"]
     [new] = track["items"]
@@ -358,7 +361,7 @@ def test_generate_asks_with_reaimgui_when_it_is_installed(
         assert track["name"] == "lead" and len(out["inputs"]) == 1 and new["length"] == 2.0
         return
     assert out["inputs"] == [] and not out["imgui"]["unbalanced"] and out["imgui"]["open_windows"] == 0
-    assert set(out["imgui"]["labels"]) == {*answers, "Variations (1-16)"}
+    assert set(out["imgui"]["labels"]) == {*answers, "Variations (1-16)", "MIDI"}
     assert track["name"] == "keys" and (new["position"], new["length"]) == (1.0, 4.0)  # 2 bars of 4/4 at 120
     assert out["ext"]["Stembridge/last_prompt"] == "bright"
 
@@ -376,7 +379,7 @@ def test_the_reaimgui_form_pairs_begin_and_end_as_each_version_wants(
     answers = {"Stem (bass drums keys pad lead)": "keys", "Bars": 1}  # not pad: the cancel test owns pad
     out = reaper.run(
         GENERATE, time_selection=[0.0, 8.0], imgui={"answers": answers, "version": version, "collapsed": [1]},
-        inputs=[["lead", "", "2", "1"]],  # what GetUserInputs would answer
+        inputs=[["lead", "", "2", "1", "n"]],  # what GetUserInputs would answer
     )  # fmt: skip
     assert out["inputs"] == [], "the form fell back to the plain dialog"
     assert not out["imgui"]["unbalanced"] and out["imgui"]["open_windows"] == 0
@@ -388,10 +391,11 @@ def test_the_reaimgui_form_pairs_begin_and_end_as_each_version_wants(
 @needs_lua
 def test_generate_refuses_bad_answers_before_starting_anything(tmp_path: Path, daemon: DaemonThread) -> None:
     reaper = Reaper(tmp_path, daemon)
-    out = reaper.run(GENERATE, time_selection=[0.0, 8.0], inputs=[["bass", "", "8.5", "40"]])
+    out = reaper.run(GENERATE, time_selection=[0.0, 8.0], inputs=[["bass", "", "8.5", "40", "maybe"]])
     [message] = out["messages"]
     assert 'bars must be a whole number from 1 to 256, got "8.5"' in message["text"]
     assert 'variations must be a whole number from 1 to 16, got "40"' in message["text"]
+    assert 'MIDI must be y or n, got "maybe"' in message["text"]
     assert out["exec"] == [] and out["tracks"] == []
     out = reaper.run(GENERATE, time_selection=[0.0, 0.0])
     assert "Make a time selection first" in out["messages"][0]["text"] and out["inputs"] == []
@@ -406,7 +410,7 @@ def test_vary_adds_the_variations_as_takes_in_place(
 ) -> None:
     reaper = Reaper(tmp_path, daemon)
     loop = item(drums_file, 10.0, 3.0, startoffs=0.5, playrate=2.0, selected=True)  # 6 s of the file
-    out = reaper.run(VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["3", "0.4"]])
+    out = reaper.run(VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["3", "0.4", "n"]])
 
     assert out["messages"] == []
     argv = command_line(out["exec"][0])
@@ -438,7 +442,9 @@ def test_vary_varies_the_part_the_item_plays(
 ) -> None:  # fmt: skip
     reaper = Reaper(tmp_path, daemon)
     trimmed = item(sweep_file, 6.0, length, startoffs=startoffs, playrate=playrate, pitch=1.5, selected=True)
-    out = reaper.run(VARY, tracks=[{"name": "Lead", "items": [trimmed]}], inputs=[["1", "0"]])  # unchanged
+    out = reaper.run(
+        VARY, tracks=[{"name": "Lead", "items": [trimmed]}], inputs=[["1", "0", "n"]]
+    )  # unchanged
 
     assert out["messages"] == []
     argv = command_line(out["exec"][0])
@@ -470,7 +476,7 @@ def test_vary_follows_a_section_source_and_skips_what_it_cannot_send(
         item(sweep_file, 4.0, 2.0, startoffs=-1.0, selected=True),
         item(sweep_file, 8.0, 2.0, section=(0.0, 10.0, True), selected=True),
     ]}]  # fmt: skip
-    out = reaper.run(VARY, tracks=tracks, inputs=[["1", "0"]])
+    out = reaper.run(VARY, tracks=tracks, inputs=[["1", "0", "n"]])
 
     [job] = out["exec"]
     argv = command_line(job)
@@ -497,7 +503,7 @@ def test_vary_tells_where_the_files_are_when_the_item_was_deleted_meanwhile(
     reaper = Reaper(tmp_path, daemon)
     loop = item(drums_file, 0.0, 8.0, selected=True)
     out = reaper.run(
-        VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["2", "0.5"]],
+        VARY, tracks=[{"name": "Drums", "items": [loop]}], inputs=[["2", "0.5", "n"]],
         delete_selected_items_when="Varying drums",
     )  # fmt: skip
     [message] = out["messages"]
@@ -552,7 +558,7 @@ def test_a_missing_command_is_named_and_the_settings_can_fix_it(tmp_path: Path, 
     assert reaper.leftovers() == []
 
     real = write_command(tmp_path / "elsewhere")  # Status: "Edit the settings?" Yes, and enter the path
-    answers = [str(real), "", "", "", "", "", "", "", ""]
+    answers = [str(real), "", "", "", "", "", "", "", "", ""]
     out = reaper.run(STATUS, message_answers=[6], inputs=[answers])
     assert "Cannot find the stembridge command" in out["messages"][0]["text"]
     assert out["ext"]["Stembridge/executable"] == str(real) and "Stembridge/port" not in out["ext"]
@@ -587,7 +593,7 @@ def test_cancel_stops_the_job_and_adds_nothing(
     tracks = [{"name": "Drums", "selected": True, "items": [item(drums_file, 0.0, 8.0)]}]
     when: dict[str, Any] = {how: "render"}
     out = reaper.run(
-        GENERATE, tracks=tracks, time_selection=[0.0, 64.0], inputs=[["pad", "", "32", "8"]], **when
+        GENERATE, tracks=tracks, time_selection=[0.0, 64.0], inputs=[["pad", "", "32", "8", "n"]], **when
     )  # fmt: skip
     if how == "click_cancel_when":
         assert out["gfx"]["clicked"] and "cancelling..." in out["drawn"] and out["gfx"]["quits"] == 1
@@ -601,6 +607,222 @@ def test_cancel_stops_the_job_and_adds_nothing(
         assert client.status(rid).state == "cancelled"
     renders = daemon.daemon.settings.out_dir
     assert not list(renders.rglob("*__pad__*")), "a cancelled job left files"
+
+
+# --- MIDI: a stand-in daemon whose `done` replies carry .mid files -------------------------------------------------
+
+
+class RecordedDaemon:
+    """Answers job requests on a loopback UDP port as the daemon does (`accepted`, `progress`, `done`), with the
+    paths the test gives for each job, in order; records every request it gets (address and arguments)."""
+
+    def __init__(self, replies: list[list[str]]) -> None:
+        self.replies = list(replies)
+        self.requests: list[tuple[str, list[Any]]] = []
+        self.done: dict[str, list[str]] = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            for address, args in decode_packet(data):
+                self.answer(address, args)
+
+    def answer(self, address: str, args: list[Any]) -> None:
+        reply_port, rid = int(args[0]), str(args[1])
+        if address.rsplit("/", 1)[-1] in ("separate", "generate", "vary"):
+            if rid not in self.done:  # a resend gets the same job
+                self.requests.append((address, args))
+                self.done[rid] = self.replies.pop(0)
+            answers = [
+                ("accepted", [rid, 0]),
+                ("progress", [rid, 1.0, "done"]),
+                ("done", [rid, *self.done[rid]]),
+            ]
+        elif address.endswith("/status") and str(args[2]) in self.done:
+            answers = [("state", [rid, "done", 1.0, *self.done[str(args[2])]])]
+        else:
+            answers = [("error", [rid, "unsupported", f"the recorded daemon does not answer {address}"])]
+        for name, reply in answers:
+            self.sock.sendto(encode_message(f"/stembridge/{name}", reply), ("127.0.0.1", reply_port))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture()
+def recorded() -> Iterator[Any]:
+    daemons: list[RecordedDaemon] = []
+
+    def start(*replies: list[str]) -> RecordedDaemon:
+        daemons.append(RecordedDaemon(list(replies)))
+        return daemons[-1]
+
+    yield start
+    for d in daemons:
+        d.close()
+
+
+def option_values(request: tuple[str, list[Any]], key: str) -> list[Any]:
+    _, args = request
+    return [args[i + 1] for i in range(3, len(args) - 1) if args[i] == key]
+
+
+def midi_takes(track: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
+    """(name, file, startoffs, playrate, how its source was made) of each take of a track's only item."""
+    [midi_item] = track["items"]
+    return [(t["name"], t["file"], t["startoffs"], t["playrate"], t["source"]) for t in midi_item["takes"]]
+
+
+@needs_lua
+def test_separate_with_midi_puts_each_stems_midi_on_a_track_right_under_it(
+    tmp_path: Path, recorded: Any, song_file: Path
+) -> None:
+    out_dir = tmp_path / "renders"
+    wavs = [
+        str(write_audio(out_dir / f"My_Song__{s}.wav", np.zeros((2, SR), np.float32)))
+        for s in ("drums", "bass")
+    ]
+    mids = [  # drums' name was taken: the daemon wrote -2 (the daemon lists them in the audio's order)
+        str(write_mid(out_dir / "My_Song__drums-2.mid", [(36, 0.0, 0.5, 100)], length_beats=16.0)),
+        str(write_mid(out_dir / "My_Song__bass.mid", [(40, 0.0, 1.0, 100)], length_beats=16.0)),
+    ]
+    daemon = recorded(wavs + mids)
+    reaper = Reaper(tmp_path, None)
+    trimmed = item(song_file, 2.0, 5.0, startoffs=1.5, playrate=1.25, selected=True)  # plays most of the file
+    ext = {"Stembridge": {"port": daemon.port, "midi": "1", "stems": "drums,bass"}}
+    out = reaper.run(
+        SEPARATE, tracks=[{"name": "Song", "items": [trimmed]}, {"name": "After"}], ext_state=ext
+    )
+
+    assert out["messages"] == []
+    [request] = daemon.requests
+    assert request[0] == "/stembridge/separate" and option_values(request, "midi") == [1]
+    assert "--midi" in command_line(out["exec"][0])
+    names = [(t["name"], t["folderdepth"]) for t in out["tracks"]]
+    assert names == [
+        ("Song", 0), ("My Song - stems", 1), ("drums", 0), ("drums MIDI", 0), ("bass", 0), ("bass MIDI", -1),
+        ("After", 0),
+    ]  # fmt: skip
+    for audio, midi, wav, mid in ((2, 3, wavs[0], mids[0]), (4, 5, wavs[1], mids[1])):
+        [stem_item] = out["tracks"][audio]["items"]
+        [midi_item] = out["tracks"][midi]["items"]
+        assert stem_item["takes"][0]["file"] == wav
+        # at the stem's place; the MIDI starts where the stem does in its file, in beats: 1.5 s at rate 1.25
+        assert (midi_item["position"], midi_item["length"]) == (2.0, 5.0)
+        name = out["tracks"][midi]["name"]
+        assert midi_takes(out["tracks"][midi]) == [(name, mid, pytest.approx(1.2), 1, "file_ex_no_import")]
+
+
+@needs_lua
+def test_generate_with_midi_ticked_puts_the_takes_midi_on_a_track_under_the_new_one(
+    tmp_path: Path, recorded: Any
+) -> None:
+    out_dir = tmp_path / "renders"
+    wavs = [
+        str(write_audio(out_dir / f"bass__90bpm__2bars__v{k}.wav", np.zeros((2, SR), np.float32)))
+        for k in (1, 2)
+    ]
+    mids = [str(write_mid(Path(w).with_suffix(".mid"), [(40 + k, 0.0, 1.0, 90)], bpm=90.0, signature=(3, 4),
+                          length_beats=6.0)) for k, w in enumerate(wavs)]  # fmt: skip
+    daemon = recorded(wavs + mids)
+    reaper = Reaper(tmp_path, None)
+    start, bar = 4.0, 2.0  # 3/4 at 90 bpm
+    out = reaper.run(
+        GENERATE, tracks=[{"name": "Drums", "selected": True}, {"name": "Vox"}], tempo=90, timesig=[3, 4],
+        time_selection=[start, start + 2 * bar], inputs=[["bass", "", "2", "2", "y"]],
+        ext_state={"Stembridge": {"port": daemon.port}},
+    )  # fmt: skip
+
+    assert out["messages"] == []
+    assert out["inputs"][0]["defaults"].split("\n")[-1] == "n"  # off until ticked
+    [request] = daemon.requests
+    assert option_values(request, "midi") == [1] and option_values(request, "bars") == [2.0]
+    assert [t["name"] for t in out["tracks"]] == ["Drums", "bass", "bass MIDI", "Vox"]
+    [audio_item] = out["tracks"][1]["items"]
+    [midi_item] = out["tracks"][2]["items"]
+    assert (
+        (midi_item["position"], midi_item["length"])
+        == (audio_item["position"], audio_item["length"])
+        == (
+            start,
+            pytest.approx(2 * bar),
+        )
+    )
+    assert midi_takes(out["tracks"][2]) == [
+        ("bass MIDI v1", mids[0], 0, 1, "file_ex_no_import"),
+        ("bass MIDI v2", mids[1], 0, 1, "file_ex_no_import"),
+    ]
+    assert midi_item["active_take"] == 1
+    assert out["ext"]["Stembridge/midi"] == "1"  # remembered for the next form, and for Separate
+    assert out["undo"] == ["Stembridge: generate bass"]  # the MIDI is in the same undo point
+
+
+@needs_lua
+@pytest.mark.parametrize("dialog", ["classic", "reaimgui"])
+def test_vary_with_midi_puts_the_variations_midi_under_the_items_track(
+    tmp_path: Path, recorded: Any, drums_file: Path, dialog: str
+) -> None:
+    out_dir = tmp_path / "renders"
+    wavs = [
+        str(write_audio(out_dir / f"drums__var__v{k}.wav", np.zeros((2, SR), np.float32))) for k in (1, 2)
+    ]
+    mids = [
+        str(write_mid(Path(w).with_suffix(".MID"), [(36, 0.0, 0.25, 100)], length_beats=8.0)) for w in wavs
+    ]
+    daemon = recorded(wavs + mids)
+    reaper = Reaper(tmp_path, None)
+    loop = item(drums_file, 10.0, 4.0, selected=True)
+    imgui = {"imgui": {"answers": {"Variations (1-16)": 2, "MIDI": True}}} if dialog == "reaimgui" else {}
+    out = reaper.run(
+        VARY, tracks=[{"name": "Drums", "items": [loop]}, {"name": "Bass"}], inputs=[["2", "0.5", "y"]],
+        ext_state={"Stembridge": {"port": daemon.port, "dialogs": "" if imgui else "classic"}}, **imgui,
+    )  # fmt: skip
+
+    assert out["messages"] == []
+    [request] = daemon.requests
+    assert option_values(request, "midi") == [1]
+    assert [t["name"] for t in out["tracks"]] == ["Drums", "drums MIDI", "Bass"]
+    [varied] = out["tracks"][0]["items"]
+    assert [t["file"] for t in varied["takes"]] == [str(drums_file), *wavs]  # no MIDI among the audio takes
+    [midi_item] = out["tracks"][1]["items"]
+    assert (midi_item["position"], midi_item["length"]) == (10.0, 4.0)
+    assert [t[:2] for t in midi_takes(out["tracks"][1])] == [
+        ("drums MIDI v1", mids[0]),
+        ("drums MIDI v2", mids[1]),
+    ]
+
+
+@needs_lua
+def test_without_midi_no_midi_is_asked_for_and_stray_midi_files_are_not_audio(
+    tmp_path: Path, recorded: Any, song_file: Path
+) -> None:
+    """With MIDI off, nothing asks for MIDI; a .mid that comes anyway (the builtin engine's Generate always writes
+    them) goes on a MIDI track, never in place of an audio stem."""
+    out_dir = tmp_path / "renders"
+    wav = str(write_audio(out_dir / "My_Song__drums.wav", np.zeros((2, SR), np.float32)))
+    mid = str(write_mid(out_dir / "My_Song__drums.mid", [(36, 0.0, 0.5, 100)], length_beats=4.0))
+    daemon = recorded([wav, mid])
+    reaper = Reaper(tmp_path, None)
+    out = reaper.run(
+        SEPARATE, tracks=[{"name": "Song", "items": [item(song_file, 0.0, 8.0, selected=True)]}],
+        ext_state={"Stembridge": {"port": daemon.port, "stems": "drums"}},
+    )  # fmt: skip
+    [request] = daemon.requests
+    assert option_values(request, "midi") == [] and "--midi" not in command_line(out["exec"][0])
+    assert [t["name"] for t in out["tracks"]] == ["Song", "My Song - stems", "drums", "drums MIDI"]
+    assert [t["file"] for t in out["tracks"][2]["items"][0]["takes"]] == [wav]
 
 
 # --- the ReaPack index ------------------------------------------------------------------------------------------

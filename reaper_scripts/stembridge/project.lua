@@ -152,6 +152,48 @@ function project.add_item(track, path, position, length, name, like)
   return item, take
 end
 
+--- A new item on `track` from `position` for `length` seconds, playing the MIDI file `path` from `startoffs`
+-- seconds in. The source refers to the file (PCM_Source_CreateFromFileEx with forcenoMidiImp: no import
+-- dialog, whatever the preferences say); Reaper plays a MIDI source in beats, at the project tempo, not at the
+-- tempo the file carries.
+function project.add_midi_item(track, path, position, length, name, startoffs)
+  local item = reaper.AddMediaItemToTrack(track)
+  reaper.SetMediaItemInfo_Value(item, "D_POSITION", position)
+  reaper.SetMediaItemInfo_Value(item, "D_LENGTH", length)
+  local take = project.add_midi_take(item, path, name, startoffs)
+  return item, take
+end
+
+--- Adds a take playing the MIDI file `path` to `item` (see add_midi_item).
+function project.add_midi_take(item, path, name, startoffs)
+  local take = reaper.AddTakeToMediaItem(item)
+  reaper.SetMediaItemTake_Source(take, reaper.PCM_Source_CreateFromFileEx(path, true))
+  if startoffs and startoffs ~= 0 then reaper.SetMediaItemTakeInfo_Value(take, "D_STARTOFFS", startoffs) end
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", name, true)
+  return take
+end
+
+--- The MIDI files of `outputs` (those that have one) as takes of one new item on a new track right below
+-- `track`, named `name`, at `position` for `length` seconds; the first take active. Returns the track, or nil when
+-- no output has a MIDI file.
+function project.add_midi_track(track, outputs, name, position, length)
+  local item, first
+  local midi_track
+  for i, out in ipairs(outputs) do
+    if out.midi then
+      midi_track = midi_track or project.insert_track(project.index_below(track), name)
+      local take_name = #outputs > 1 and ("%s v%d"):format(name, tonumber(out.variation) or i) or name
+      if item then
+        project.add_midi_take(item, out.midi, take_name)
+      else
+        item, first = project.add_midi_item(midi_track, out.midi, position, length, take_name)
+      end
+    end
+  end
+  if first then reaper.SetActiveTake(first) end
+  return midi_track
+end
+
 --- Runs `change` inside one undo point named `name`, with the arrange view redrawn once at the end.
 function project.change(name, change)
   reaper.Undo_BeginBlock()
@@ -164,15 +206,62 @@ function project.change(name, change)
   reaper.Main_OnCommand(40047, 0)  -- Peaks: Build any missing peaks
 end
 
---- Outputs of a result sorted by variation, otherwise in the daemon's order, so takes come in order.
-function project.sorted_outputs(result)
-  local outputs, order = {}, {}
-  for _, out in ipairs(result.outputs or {}) do
-    if type(out) == "table" and type(out.path) == "string" then
-      outputs[#outputs + 1] = out
-      order[out] = #outputs
+--- Whether a path is a MIDI file: a .mid (or .midi) extension, in any case.
+function project.is_midi(path)
+  local ext = tostring(path):match("%.(%w+)$")
+  ext = ext and ext:lower()
+  return ext == "mid" or ext == "midi"
+end
+
+local function without_extension(path)
+  return (project.basename(path):gsub("%.%w+$", ""))
+end
+
+--- Gives each audio output its MIDI file (`out.midi`), when the job made them: the one `stembridge request`
+-- already paired with it, else the .mid of the same name (x.wav -> x.mid, or x-2.mid when that name was taken),
+-- else the next one in the daemon's order (it lists the .mid files in the order of their audio).
+local function pair_midi(outputs, paths)
+  local midi, claimed = {}, {}
+  for _, path in ipairs(paths) do
+    if type(path) == "string" and project.is_midi(path) then midi[#midi + 1] = path end
+  end
+  for _, out in ipairs(outputs) do
+    if type(out.midi) == "string" then claimed[out.midi] = true end
+  end
+  local function claim(out, path)
+    out.midi, claimed[path] = path, true
+  end
+  for _, out in ipairs(outputs) do
+    local base = without_extension(out.path)
+    for _, path in ipairs(midi) do
+      local name = without_extension(path)
+      if type(out.midi) ~= "string" and not claimed[path]
+          and (name == base or (name:sub(1, #base) == base and name:sub(#base + 1):match("^%-%d+$"))) then
+        claim(out, path)
+      end
     end
   end
+  for _, out in ipairs(outputs) do
+    for _, path in ipairs(midi) do
+      if type(out.midi) ~= "string" and not claimed[path] then claim(out, path) end
+    end
+  end
+end
+
+--- The audio outputs of a result sorted by variation, otherwise in the daemon's order, so takes come in order;
+-- each with `midi`, the path of its MIDI file, when the job made one (see pair_midi).
+function project.sorted_outputs(result)
+  local outputs, order, paths = {}, {}, {}
+  for _, out in ipairs(result.outputs or {}) do
+    if type(out) == "table" and type(out.path) == "string" then
+      paths[#paths + 1] = out.path
+      if not project.is_midi(out.path) then
+        outputs[#outputs + 1] = out
+        order[out] = #outputs
+      end
+    end
+  end
+  pair_midi(outputs, type(result.paths) == "table" and result.paths or paths)
   table.sort(outputs, function(a, b)
     local va, vb = tonumber(a.variation) or 0, tonumber(b.variation) or 0
     if va ~= vb then return va < vb end

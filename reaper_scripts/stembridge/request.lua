@@ -15,7 +15,8 @@ local request = {}
 
 -- The settings live in Reaper's ExtState, section "Stembridge" (edited by "Stembridge: Status"; see
 -- reaper_scripts/README.md): executable, host, port, token, state_dir (passed to `stembridge request`), out,
--- engine, stems (job options), dialogs ("classic": GetUserInputs even with ReaImGui installed).
+-- engine, stems (job options), dialogs ("classic": GetUserInputs even with ReaImGui installed), midi ("1": jobs
+-- also make a MIDI file per audio file; the MIDI box of Generate's and Vary's forms sets it, Separate follows it).
 request.SECTION = "Stembridge"
 request.START_TIMEOUT = 30  -- seconds a command may take to show any sign of life
 request.EXIT_GRACE = 2      -- seconds to wait for F.exit once F is there
@@ -29,6 +30,16 @@ function request.setting(key, default)
   local value = reaper.GetExtState(request.SECTION, key)
   if value == nil or value == "" then return default end
   return value
+end
+
+--- Whether jobs should also make MIDI files (`--midi`, which sends `midi 1`): the `midi` setting is "1".
+function request.midi_wanted()
+  return request.setting("midi") == "1"
+end
+
+--- Remembers the MIDI choice of a form for the next job (Separate has no form and follows it).
+function request.remember_midi(on)
+  reaper.SetExtState(request.SECTION, "midi", on and "1" or "0", true)
 end
 
 function request.is_file(path)

@@ -14,12 +14,22 @@ function ui.message(text, title)
   reaper.ShowMessageBox(text, title or ui.TITLE, 0)
 end
 
---- Asks for values with GetUserInputs. `fields` is a list of {caption, default}; returns the values as a list
--- of strings (spaces trimmed), or nil when the user cancelled. Captions must not contain commas.
+--- A check box's answer typed in the plain dialog: true, false, or nil for something else.
+function ui.yes(text)
+  local word = tostring(text or ""):lower()
+  if word == "y" or word == "yes" or word == "1" or word == "x" or word == "on" then return true end
+  if word == "n" or word == "no" or word == "0" or word == "" or word == "off" then return false end
+  return nil
+end
+
+--- Asks for values with GetUserInputs. `fields` is a list of {caption, default}, a check box {caption, bool,
+-- check = true} asked as "y" or "n"; returns the values as a list of strings (spaces trimmed), or nil when the
+-- user cancelled. Captions must not contain commas.
 function ui.ask(title, fields)
   local captions, defaults = {}, {}
   for i, field in ipairs(fields) do
     captions[i], defaults[i] = field[1], tostring(field[2] or "")
+    if field.check then captions[i], defaults[i] = field[1] .. " (y/n)", field[2] and "y" or "n" end
   end
   local ok, answer = reaper.GetUserInputs(title, #fields,
     table.concat(captions, ",") .. ",extrawidth=220,separator=\n", table.concat(defaults, "\n"))
@@ -37,7 +47,8 @@ end
 
 --- Asks for values, then calls `answer(values)` (a list of strings, or nil when the user cancelled). With
 -- ReaImGui installed (and the setting `dialogs` not "classic") the form is a ReaImGui window run from defer;
--- else, or if ReaImGui fails in any way, GetUserInputs. `fields` is a list of {caption, default, int = bool}.
+-- else, or if ReaImGui fails in any way, GetUserInputs. `fields` is a list of {caption, default, int = bool,
+-- check = bool}; a check box's value comes back as "y" or "n" from either dialog (see ui.yes).
 function ui.form(title, fields, answer)
   if not reaper.APIExists("ImGui_CreateContext") or request.setting("dialogs") == "classic" then
     return answer(ui.ask(title, fields))
@@ -51,7 +62,11 @@ function ui.form(title, fields, answer)
   local end_only_if_visible = version_at_least(reported[#reported], 0, 5)
   local values, sized = {}, false
   for i, field in ipairs(fields) do
-    values[i] = field.int and math.floor(tonumber(field[2]) or 0) or tostring(field[2] or "")
+    if field.check then
+      values[i] = field[2] and true or false
+    else
+      values[i] = field.int and math.floor(tonumber(field[2]) or 0) or tostring(field[2] or "")
+    end
   end
   local function frame()
     if not sized then
@@ -63,7 +78,9 @@ function ui.form(title, fields, answer)
     if visible then
       for i, field in ipairs(fields) do
         local _
-        if field.int then
+        if field.check then
+          _, values[i] = reaper.ImGui_Checkbox(ctx, field[1], values[i])
+        elseif field.int then
           _, values[i] = reaper.ImGui_InputInt(ctx, field[1], values[i])
         else
           _, values[i] = reaper.ImGui_InputText(ctx, field[1], values[i])
@@ -83,7 +100,10 @@ function ui.form(title, fields, answer)
     if choice == "cancel" then return answer(nil) end
     if choice == "ok" then
       local out = {}
-      for i, value in ipairs(values) do out[i] = tostring(value):match("^%s*(.-)%s*$") end
+      for i, value in ipairs(values) do
+        if type(value) == "boolean" then value = value and "y" or "n" end
+        out[i] = tostring(value):match("^%s*(.-)%s*$")
+      end
       return answer(out)
     end
     reaper.defer(loop)

@@ -1,5 +1,6 @@
-// Runs the Max for Live device's JavaScript (m4l/stembridge.js, which requires m4l/stembridge_core.js) under node, as Max's [js] object would, with a
-// stub Live set behind LiveAPI and stubs for outlet(), post(), Task and messnamed().
+// Runs the Max for Live device's JavaScript (m4l/stembridge.js, which requires m4l/stembridge_core.js and
+// m4l/stembridge_midi.js) under node, as Max's [js] object would, with a stub Live set behind LiveAPI and stubs for
+// outlet(), post(), Task, messnamed() and File (reading only: files on this disk).
 //
 // It talks JSON lines on stdin/stdout, one answer per command, so pytest (tests/test_m4l_device.py) can drive
 // it step by step and put a real daemon between its outlets and its inlet:
@@ -49,14 +50,43 @@ function flatten(args) {
 
 // --- the stub Live set -----------------------------------------------------------------------------------
 // live = {app: {major, minor, bugfix}, song: {tempo, signature_numerator, signature_denominator, loop_start,
-//         loop_length}, scenes: n, tracks: [{name, is_foldable, has_audio_input, clip_slots: [clip|null],
-//         arrangement_clips: [clip]}], view: {detail_clip: "<canonical path>" | null}}
+//         loop_length}, scenes: n, tracks: [{name, is_foldable, has_audio_input, has_midi_input,
+//         clip_slots: [clip|null], arrangement_clips: [clip]}], view: {detail_clip: "<canonical path>" | null}}
 // clip = {name, file_path, is_audio_clip, warping, looping, start_marker, end_marker, loop_start, loop_end,
 //         start_time, end_time, length, warp_markers (the JSON text Live gives), sample_length, sample_rate}
+// A MIDI clip the script makes: {name, is_audio_clip: 0, is_midi_clip: 1, length, start_time, end_time, notes}.
 // (as in Live's LOM: loop_start / loop_end are beats for warped clips and seconds of the file for unwarped ones)
 
-function newTrack(name) {
-    return { name: name, is_foldable: 0, has_audio_input: 1, clip_slots: new Array(live.scenes).fill(null), arrangement_clips: [] };
+function newTrack(name, midi) {
+    return {
+        name: name, is_foldable: 0, has_audio_input: midi ? 0 : 1, has_midi_input: midi ? 1 : 0,
+        clip_slots: new Array(live.scenes).fill(null), arrangement_clips: []
+    };
+}
+
+function midiClip(length, start) {
+    return { name: "", is_audio_clip: 0, is_midi_clip: 1, length: length, start_time: start, end_time: start + length, notes: [] };
+}
+
+const NOTE_KEYS = ["pitch", "start_time", "duration", "velocity", "mute"];
+
+/** Clip.add_new_notes' argument as the LOM takes it: a dictionary {notes: [{pitch, start_time, duration, velocity,
+ * mute}]}; anything else is refused, as Live would. */
+function checkNotes(arg) {
+    if (!arg || typeof arg !== "object" || Array.isArray(arg) || !Array.isArray(arg.notes)) {
+        return "add_new_notes takes a dictionary {notes: [...]}, got " + JSON.stringify(arg);
+    }
+    for (const note of arg.notes) {
+        for (const key of NOTE_KEYS) {
+            if (typeof note[key] !== "number" || !isFinite(note[key])) {
+                return "add_new_notes: a note without a number " + key + ": " + JSON.stringify(note);
+            }
+        }
+        if (note.pitch < 0 || note.pitch > 127 || note.duration <= 0 || note.start_time < 0) {
+            return "add_new_notes: a note out of range: " + JSON.stringify(note);
+        }
+    }
+    return null;
 }
 
 /** The canonical path of the object with a LiveAPI id (tracks and clips), or null. */
@@ -220,13 +250,40 @@ LiveAPI.prototype.call = function (fn, ...args) {
         return live.app[version];
     }
     const hasInsert = live.app.major > 12 || (live.app.major === 12 && (live.app.minor > 0 || live.app.bugfix >= 5));
-    if (r.kind === "song" && fn === "create_audio_track") {
+    if (r.kind === "song" && (fn === "create_audio_track" || fn === "create_midi_track")) {
         const index = args[0] === -1 ? live.tracks.length : args[0];
         if (!(index >= 0 && index <= live.tracks.length)) {
-            log.errors.push("create_audio_track: index " + index + " out of range");
+            log.errors.push(fn + ": index " + index + " out of range");
             return undefined;
         }
-        live.tracks.splice(index, 0, newTrack("Audio"));
+        const midi = fn === "create_midi_track";
+        live.tracks.splice(index, 0, newTrack(midi ? "MIDI" : "Audio", midi));
+        return undefined;
+    }
+    if (r.kind === "slot" && fn === "create_clip") {
+        const track = live.tracks[r.track];
+        if (track.has_midi_input !== 1 || track.clip_slots[r.index] || !(args[0] > 0)) {
+            log.errors.push("create_clip needs an empty slot on a MIDI track and a length > 0: " + r.path);
+            return undefined;
+        }
+        track.clip_slots[r.index] = midiClip(args[0], 0);
+        return undefined;
+    }
+    if (r.kind === "track" && fn === "create_midi_clip" && hasInsert) {
+        if (r.obj.has_midi_input !== 1 || !(args[1] > 0)) {
+            log.errors.push("create_midi_clip needs a MIDI track and a length > 0: " + r.path);
+            return undefined;
+        }
+        r.obj.arrangement_clips.push(midiClip(args[1], args[0]));
+        return undefined;
+    }
+    if (r.kind === "clip" && fn === "add_new_notes") {
+        const problem = r.obj.is_midi_clip === 1 ? checkNotes(args[0]) : "add_new_notes on an audio clip";
+        if (problem) {
+            log.errors.push(problem);
+            return undefined;
+        }
+        r.obj.notes.push(...args[0].notes);
         return undefined;
     }
     if (r.kind === "song" && fn === "create_scene") {
@@ -270,6 +327,32 @@ Task.prototype.repeat = function () { this.running = true; };
 Task.prototype.cancel = function () { this.running = false; };
 Task.prototype.schedule = function () { this.running = true; this.once = true; };
 
+/** Max's File, for reading: isopen, position, eof, readbytes(count) (an array of byte values), close(). */
+function File(filename, access) {
+    this.filename = filename;
+    this.access = access || "read";
+    this.position = 0;
+    this._open = false;
+    try {
+        this._data = fs.readFileSync(String(filename));
+        this._open = true;
+    } catch (err) {
+        this._data = Buffer.alloc(0);
+    }
+    this.eof = this._data.length;
+}
+Object.defineProperty(File.prototype, "isopen", { get() { return this._open; } });
+File.prototype.readbytes = function (count) {
+    if (!this._open) {
+        log.errors.push("File.readbytes on a file that is not open: " + this.filename);
+        return [];
+    }
+    const out = Array.from(this._data.subarray(this.position, this.position + count));
+    this.position += out.length;
+    return out;
+};
+File.prototype.close = function () { this._open = false; };
+
 function load(liveSet, now) {
     live = liveSet;
     clock = now || 0;
@@ -281,6 +364,7 @@ function load(liveSet, now) {
         messnamed: function (...args) { log.messnamed.push(flatten(args)); },
         LiveAPI: LiveAPI,
         Task: Task,
+        File: File,
         require: maxRequire,
         messagename: "",
         Math: Math,
@@ -341,7 +425,7 @@ function run(cmd) {
         }
         return null;
     case "add_track":
-        live.tracks.splice(cmd.index, 0, newTrack(cmd.name));
+        live.tracks.splice(cmd.index, 0, newTrack(cmd.name, cmd.midi));
         return null;
     case "eval":
         return vm.runInContext(cmd.expr, context);

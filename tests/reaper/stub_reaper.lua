@@ -198,6 +198,10 @@ function stub.install(scenario)
   function r.GetMediaItemTake_Source(take) return take.source end
   function r.SetMediaItemTake_Source(take, source) take.source = source; return true end
   function r.PCM_Source_CreateFromFile(path) return { kind = "PCM_source*", file = path } end
+  function r.PCM_Source_CreateFromFileEx(path, forcenoMidiImp)
+    assert(type(forcenoMidiImp) == "boolean", "stub: PCM_Source_CreateFromFileEx(filename, forcenoMidiImp)")
+    return { kind = "PCM_source*", file = path, ex = true, no_midi_import = forcenoMidiImp }
+  end
   function r.GetMediaSourceFileName(source, _) return source.file or "" end
   function r.GetMediaSourceParent(source) return source.parent end
   function r.PCM_Source_GetSectionInfo(source)
@@ -348,6 +352,10 @@ function stub.install(scenario)
       assert(math.type(value) == "integer", "stub: InputInt needs an integer")
       return typed(label, value)
     end
+    function r.ImGui_Checkbox(_, label, value)
+      assert(type(value) == "boolean", "stub: Checkbox needs a boolean")
+      return typed(label, value)
+    end
     function r.ImGui_Button(_, label) return ims.frames >= 3 and label == (im.press or "OK") end
     function r.ImGui_SameLine() end
   end
@@ -482,8 +490,12 @@ function stub.dump(state, path)
       local takes, active = {}, 0
       for i, take in ipairs(item.takes) do
         if take == item.active then active = i end
-        takes[i] = object({ name = take.name, file = take.source and take.source.file or "",
-          startoffs = take.startoffs, playrate = take.playrate, pitch = take.pitch, preserve_pitch = take.ppitch })
+        local source = take.source or {}
+        takes[i] = object({ name = take.name, file = source.file or "",
+          startoffs = take.startoffs, playrate = take.playrate, pitch = take.pitch, preserve_pitch = take.ppitch,
+          -- how the source was made: "file" (PCM_Source_CreateFromFile), "file_ex_no_import"
+          -- (PCM_Source_CreateFromFileEx forcing a file reference) or "file_ex" (the preference decides)
+          source = source.ex and (source.no_midi_import and "file_ex_no_import" or "file_ex") or "file" })
       end
       items[#items + 1] = object({ position = item.position, length = item.length, active_take = active,
         takes = takes })
