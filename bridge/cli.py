@@ -291,6 +291,8 @@ def _report(args: argparse.Namespace, result: Any) -> None:
     for o in result.outputs:
         label = o.stem if o.variation is None else f"{o.stem} v{o.variation}"
         print(f"  {label:<10} {o.path}")
+        if o.midi is not None:
+            print(f"  {'':<10} {o.midi}")
 
 
 def _run_job(args: argparse.Namespace, label: str, job: Callable[[Any, Any, Any], Any]) -> int:

@@ -34,6 +34,7 @@ from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
+from bridge.midi.smf import encode as encode_midi
 from bridge.naming import output_name, parse_tempo, safe_name, split_source
 
 log = logging.getLogger(__name__)
@@ -105,16 +106,26 @@ class Output:
     sample_rate: int = 0
     samples: int = 0
     channels: int = 0
+    midi: Path | None = None  # the .mid beside it: its notes
 
     def to_dict(self) -> dict[str, Any]:
+        """``stem``, ``path``, ``variation``, ... and ``midi`` (only when a .mid was written)."""
         d = asdict(self)
         d["path"] = str(self.path)
+        if self.midi is None:
+            del d["midi"]
+        else:
+            d["midi"] = str(self.midi)
         return d
 
 
 @dataclass
 class Result:
-    """What a job produced and how."""
+    """What a job produced and how.
+
+    :attr:`paths` lists the audio files, then the ``.mid`` files (in the order of the audio they belong to):
+    the daemon's ``done`` reply.
+    """
 
     command: str
     engine: str
@@ -130,6 +141,11 @@ class Result:
             "outputs": [o.to_dict() for o in self.outputs],
             **self.info,
         }
+
+    @property
+    def paths(self) -> list[str]:
+        audio = [str(o.path) for o in self.outputs]
+        return audio + [str(o.midi) for o in self.outputs if o.midi is not None]
 
 
 def _engine(
@@ -209,8 +225,10 @@ def _write_all(
     options: OutputOptions,
     description: str,
     on_publish: PublishHook | None = None,
+    midi: Sequence[bytes | None] = (),
 ) -> list[Output]:
-    """Write ``(stem, variation, audio, file_name)`` items, all or none (two-phase: see the module doc)."""
+    """Write ``(stem, variation, audio, file_name)`` items, all or none (two-phase: see the module doc), and
+    ``midi[i]`` (a Standard MIDI File) beside item ``i``'s audio under its name with ``.mid``."""
     out_rate = options.sample_rate or sample_rate
     position = None if options.position is None else int(round(options.position * out_rate))
     shapes = []
@@ -227,13 +245,19 @@ def _write_all(
                 description=description,
             )
             shapes.append(data.shape)
+        with_midi = [i for i, data in enumerate(midi) if data is not None]
+        for i in with_midi:
+            publisher.add_file(
+                (options.out_dir / items[i][3]).with_suffix(".mid"), midi[i] or b"", companion_of=i
+            )
         planned = publisher.reserve()
         if on_publish is not None:
             on_publish(planned)
         paths = publisher.publish()
+    mids: dict[int, Path] = dict(zip(with_midi, paths[len(items) :], strict=True))
     return [
-        Output(stem, path, variation, out_rate, shape[-1], shape[0])
-        for (stem, variation, _, _), path, shape in zip(items, paths, shapes, strict=True)
+        Output(stem, path, variation, out_rate, shape[-1], shape[0], mids.get(i))
+        for i, ((stem, variation, _, _), path, shape) in enumerate(zip(items, paths, shapes, strict=False))
     ]
 
 
@@ -405,7 +429,8 @@ def generate_files(
     )
     if context is None and eng.sample_rate:
         work_rate = eng.sample_rate
-    takes = eng.generate(work, work_rate, spec, report.sub(0.05, 0.85))
+    made = eng.generate_parts(work, work_rate, spec, report.sub(0.05, 0.85))
+    takes = [audio for audio, _ in made]
     n_samples = spec.grid(sample_rate).samples_for_bars(spec.bars)
     target = None
     if match_loudness and context is not None:
@@ -425,7 +450,8 @@ def generate_files(
     ]
     report(0.92, "write")
     description = f"stembridge generate {spec.stem} ({eng.model_name})"
-    outputs = _write_all(items, sample_rate, options, description, on_publish)
+    midi = [None if part is None else encode_midi(part) for _, part in made]
+    outputs = _write_all(items, sample_rate, options, description, on_publish, midi)
     report(1.0, "done")
     info = {
         "stem": spec.stem,

@@ -1,4 +1,4 @@
-"""A minimal Standard MIDI File writer and a fluidsynth renderer: test songs with real instrument samples.
+"""Test songs as Standard MIDI Files (written with mido) and a fluidsynth renderer: test songs with real instrument samples.
 
 Debian's ``fluidsynth`` with ``fluid-soundfont-gm`` renders each part separately, so a test has the true stems of a
 mix played by sampled instruments (a GM drum kit, a fingered bass, a piano) rather than by our own synthesis.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 import soundfile as sf
@@ -29,36 +29,26 @@ class Note:
     velocity: int = 100
 
 
-def _vlq(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
-
-
 def write_midi(path: Path, notes: list[Note], bpm: float, channel: int = 0, program: int = 0) -> None:
-    """Write a one-track type-0 MIDI file; channel 9 is the GM drum kit."""
-    events: list[tuple[int, bytes]] = [
-        (0, bytes([0xFF, 0x51, 0x03]) + int(round(60e6 / bpm)).to_bytes(3, "big"))
-    ]
+    """Write a one-track type-0 MIDI file through mido; channel 9 is the GM drum kit."""
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0)])
     if channel != 9:
-        events.append((0, bytes([0xC0 | channel, program])))
+        track.append(mido.Message("program_change", channel=channel, program=program, time=0))
+    events: list[tuple[int, bool, mido.Message]] = []
     for n in notes:
         on = int(round(n.start * PPQ))
         off = int(round((n.start + n.length) * PPQ))
-        events.append((on, bytes([0x90 | channel, n.pitch, n.velocity])))
-        events.append((off, bytes([0x80 | channel, n.pitch, 0])))
-    events.sort(key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90))
-    body = b""
+        events.append((on, True, mido.Message("note_on", channel=channel, note=n.pitch, velocity=n.velocity)))
+        events.append((off, False, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
+    events.sort(key=lambda e: (e[0], e[1]))  # at one tick, note-offs first
     now = 0
-    for tick, data in events:
-        body += _vlq(tick - now) + data
+    for tick, _, message in events:
+        track.append(message.copy(time=tick - now))
         now = tick
-    body += _vlq(PPQ) + bytes([0xFF, 0x2F, 0x00])
-    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, PPQ)
-    path.write_bytes(header + b"MTrk" + struct.pack(">I", len(body)) + body)
+    track.append(mido.MetaMessage("end_of_track", time=PPQ))
+    midi = mido.MidiFile(type=0, ticks_per_beat=PPQ)
+    midi.tracks.append(track)
+    midi.save(str(path))
 
 
 def require_fluidsynth() -> None:

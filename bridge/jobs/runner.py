@@ -139,7 +139,7 @@ def run_job(
         )
     else:
         raise InvalidArgument(f"unknown job kind {spec.kind!r}; expected separate, generate or vary")
-    return Outcome([str(out.path) for out in result.outputs], result.to_dict())
+    return Outcome(result.paths, result.to_dict())
 
 
 def _section(options: dict[str, Any]) -> Section | None:
