@@ -144,7 +144,9 @@ def outputs_payload(paths: Sequence[str]) -> dict[str, Any]:
     waiting = list(outputs)
     for mid in (p for p in paths if is_midi(p)):
         base = re.split(r"[/\\]", mid)[-1][: -len(".mid")]
-        owner = next((o for o in waiting if re.fullmatch(re.escape(_base(o["path"])) + r"(-\d+)?", base)), None)
+        owner = next(
+            (o for o in waiting if re.fullmatch(re.escape(_base(o["path"])) + r"(-\d+)?", base)), None
+        )
         owner = owner or (waiting[0] if waiting else None)
         if owner is not None:
             owner["midi"] = mid

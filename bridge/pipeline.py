@@ -34,6 +34,7 @@ from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
+from bridge.midi.files import midi_of, part_stem
 from bridge.midi.smf import encode as encode_midi
 from bridge.naming import output_name, parse_tempo, safe_name, split_source
 
@@ -274,10 +275,12 @@ def separate_file(
     on_publish: PublishHook | None = None,
     cache: ResultCache | None = None,
     section: Section | None = None,
+    midi: bool = False,
 ) -> Result:
     """Split the audio file at ``path`` into stems written to ``options.out_dir``.
 
     Args:
+        midi: also write each stem's notes, transcribed, beside it (``.mid``; tempo from the tempo estimator).
         section: separate only this part of the file (a trimmed DAW item); the stems are as long as it.
         on_publish: told the planned files right before they are published (see :data:`PublishHook`).
         cache: serve an identical separation of identical audio from here, skipping the engine (progress then
@@ -327,9 +330,18 @@ def separate_file(
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
+    mids: list[bytes | None] = []
+    if midi:
+        grid = infer_grid(audio, sample_rate)
+        mids = [midi_of(stems_out[stem], sample_rate, stem, grid) for stem in wanted]
     report(0.92, "write")
     outputs = _write_all(
-        items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})", on_publish
+        items,
+        sample_rate,
+        options,
+        f"stembridge separate {Path(path).name} ({eng.model_name})",
+        on_publish,
+        mids,
     )
     report(1.0, "cache" if cached else "done")
     if cached:  # the engine did not run: only its loading notes hold
@@ -401,8 +413,12 @@ def generate_files(
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
     context_starts: Sequence[float] | None = None,
+    midi: bool = False,
 ) -> Result:
     """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them.
+
+    Each take's notes go beside it (``.mid``) when the engine decided them (the built-in engine), and,
+    with ``midi``, transcribed from the take when it did not.
 
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
     ``context_starts``: where bar 1 is in each context file, in seconds (default: at its start).
@@ -450,8 +466,16 @@ def generate_files(
     ]
     report(0.92, "write")
     description = f"stembridge generate {spec.stem} ({eng.model_name})"
-    midi = [None if part is None else encode_midi(part) for _, part in made]
-    outputs = _write_all(items, sample_rate, options, description, on_publish, midi)
+    grid = spec.grid(sample_rate)
+    mids = [
+        encode_midi(part)
+        if part is not None
+        else midi_of(audio, sample_rate, spec.stem, grid)
+        if midi
+        else None
+        for (_, part), (_, _, audio, _) in zip(made, items, strict=True)
+    ]
+    outputs = _write_all(items, sample_rate, options, description, on_publish, mids)
     report(1.0, "done")
     info = {
         "stem": spec.stem,
@@ -481,8 +505,13 @@ def vary_file(
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
     section: Section | None = None,
+    midi: bool = False,
+    stem: str | None = None,
 ) -> Result:
     """Make ``variations`` variations of the audio file at ``path`` (or of ``section`` of it: a trimmed item).
+
+    With ``midi``, each variation's notes are transcribed beside it (``.mid``) as ``stem`` (default: what the
+    file name says, :func:`bridge.midi.files.part_stem`).
 
     With both ``bpm`` and ``bars`` the results are exactly that many bars long; otherwise as long as the input.
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
@@ -492,6 +521,7 @@ def vary_file(
         raise InvalidArgument(f"variations must be between 1 and 16, got {variations}")
     if not 0.0 <= float(strength) <= 1.0:
         raise InvalidArgument(f"strength must be between 0 and 1, got {strength}")
+    midi_stem = part_stem(Path(path), stem) if midi else None
     eng = _engine(engine, "vary", model, models_dir, engine_options)
     if bpm is None and bars is None:
         bpm, bars = parse_tempo(Path(path).stem)  # our own results say their tempo in their names
@@ -530,7 +560,10 @@ def vary_file(
     ]
     report(0.92, "write")
     description = f"stembridge vary {Path(path).name} ({eng.model_name})"
-    outputs = _write_all(items, sample_rate, options, description, on_publish)
+    mids: list[bytes | None] = [
+        midi_of(take, sample_rate, midi_stem, grid) if midi_stem else None for _, _, take, _ in items
+    ]
+    outputs = _write_all(items, sample_rate, options, description, on_publish, mids)
     report(1.0, "done")
     info = {
         "bpm": grid.bpm,

@@ -415,6 +415,22 @@ def test_separate_end_to_end(daemon: DaemonThread, settings: Settings) -> None:
     assert not list((root / "separate").iterdir()) and not list((root / "failed").iterdir())
 
 
+def test_a_sidecar_asking_for_midi_gets_a_mid_beside_each_wav(daemon: DaemonThread, settings: Settings) -> None:
+    root = settings.watch_dir
+    assert root is not None
+    (root / "separate" / "Take.wav.json").write_text(json.dumps({"stems": "drums,bass", "midi": True}))
+    wav(root / "separate" / "Take.wav", song(120, 2))
+    files = done_files(root / "done" / "Take", "Take.wav", "Take.wav.json")
+    assert [p.name for p in files] == [
+        "Take.wav",
+        "Take.wav.json",
+        "Take__bass.mid",
+        "Take__bass.wav",
+        "Take__drums.mid",
+        "Take__drums.wav",
+    ]
+
+
 def test_generate_from_a_folder_and_from_a_named_file(daemon: DaemonThread, settings: Settings) -> None:
     root = settings.watch_dir
     assert root is not None

@@ -88,6 +88,7 @@ def run_job(
             options,
             stems=o.get("stems"),
             section=_section(o),
+            midi=bool(o.get("midi", False)),
             cache=cache,
             engine=engine,
             model=model,
@@ -116,6 +117,7 @@ def run_job(
             engine_options=engine_options,
             match_loudness=bool(o.get("match_loudness", True)),
             context_starts=o.get("context_start"),
+            midi=bool(o.get("midi", False)),
             progress=progress,
             on_publish=publishing,
         )
@@ -130,6 +132,7 @@ def run_job(
             bars=o.get("bars"),
             time_signature=TimeSignature.parse(o.get("time_signature", "4/4")),
             section=_section(o),
+            midi=bool(o.get("midi", False)),
             engine=engine,
             model=model,
             models_dir=models_dir,

@@ -24,7 +24,9 @@ def _mido() -> Any:
     try:
         import mido
     except ImportError as exc:  # a dependency: only a broken install gets here
-        raise InvalidArgument(f"writing MIDI needs mido ({exc}); reinstall stembridge: pip install stembridge") from exc
+        raise InvalidArgument(
+            f"writing MIDI needs mido ({exc}); reinstall stembridge: pip install stembridge"
+        ) from exc
     return mido
 
 
@@ -35,8 +37,12 @@ def to_midi_file(part: Part) -> Any:
     channel = DRUM_CHANNEL if part.drums else 0
     events: list[tuple[int, int, Any]] = []  # (tick, order, message): offs (0) before ons (1) at one tick
     for n in tick_notes(part):
-        events.append((n.start, 1, mido.Message("note_on", channel=channel, note=n.pitch, velocity=n.velocity)))
-        events.append((n.start + n.length, 0, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
+        events.append(
+            (n.start, 1, mido.Message("note_on", channel=channel, note=n.pitch, velocity=n.velocity))
+        )
+        events.append(
+            (n.start + n.length, 0, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0))
+        )
     events.sort(key=lambda e: (e[0], e[1], e[2].note))
     track = mido.MidiTrack()
     if part.name:
