@@ -89,6 +89,14 @@ def _add_job_options(p: argparse.ArgumentParser, *, models: bool = True) -> None
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
 
 
+def _add_midi_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--midi",
+        action="store_true",
+        help="also write each file's notes beside it (.mid), transcribed where the engine did not choose them",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="stembridge",
@@ -133,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shifted passes averaged, 0 to 20: better, slower (default 1)",
     )
 
+    _add_midi_option(p)
     _add_job_options(p)
 
     p = command(
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the engine's level instead of sitting the part under the context's loudness",
     )
+    _add_midi_option(p)
     _add_job_options(p)
 
     p = command(
@@ -186,7 +196,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
     _add_section_options(p)
+    _add_midi_option(p)
+    p.add_argument(
+        "--stem",
+        default=None,
+        help="with --midi: what the part is (bass, lead, drums, keys, pad); default: its name",
+    )
     _add_job_options(p)
+
+    p = command(
+        "transcribe",
+        "Write the notes of an audio part as a MIDI file: a line (bass, lead, vocals), drums or chords.",
+        "stembridge transcribe bass.wav --stem bass --bpm 120",
+        "stembridge transcribe drums.wav --stem drums --quantize 1/16 --json",
+    )
+    p.add_argument("file", type=Path, help="the audio part; bar 1 at its start (or at --start)")
+    p.add_argument("--stem", required=True, help="what it is: bass, lead, vocals, drums, keys or pad")
+    p.add_argument("--bpm", type=float, default=None, help="tempo (default: estimated from the audio)")
+    p.add_argument("--time-signature", default="4/4", help="e.g. 4/4, 3/4, 6/8 (default 4/4)")
+    p.add_argument(
+        "--quantize",
+        default=None,
+        help="move notes onto the grid: 1/4, 1/8, 1/16, 1/32, 1/8t, 1/16t (default: no)",
+    )
+    _add_section_options(p)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: ~/Music/Stembridge)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the output, for scripts")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
 
     p = command(
         "models",
@@ -294,6 +330,8 @@ def _report(args: argparse.Namespace, result: Any) -> None:
     for o in result.outputs:
         label = o.stem if o.variation is None else f"{o.stem} v{o.variation}"
         print(f"  {label:<10} {o.path}")
+        if o.midi is not None and o.midi != o.path:
+            print(f"  {'':<10} {o.midi}")
 
 
 def _run_job(args: argparse.Namespace, label: str, job: Callable[[Any, Any, Any], Any]) -> int:
@@ -324,6 +362,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             models_dir=s.models_dir,
             engine_options=_engine_options(s, args, **_demucs_options(args)),
             section=_section(args),
+            midi=args.midi,
             progress=bar,
         ),
     )
@@ -356,6 +395,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             engine_options=_engine_options(s, args),
             match_loudness=not args.no_loudness_match,
             context_starts=args.context_start,
+            midi=args.midi,
             progress=bar,
         ),
     )
@@ -385,9 +425,39 @@ def cmd_vary(args: argparse.Namespace) -> int:
             models_dir=s.models_dir,
             engine_options=_engine_options(s, args),
             section=_section(args),
+            midi=args.midi,
+            stem=args.stem,
             progress=bar,
         ),
     )
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from bridge.audio.timing import TimeSignature, check_bpm
+    from bridge.midi.files import transcribe_file
+    from bridge.midi.transcribe import check_stem, quantize_step
+    from bridge.pipeline import Output, Result
+
+    stem = check_stem(args.stem)
+    quantize_step(args.quantize)
+    bpm = None if args.bpm is None else check_bpm(args.bpm)
+    settings = _settings(args)
+    bar = _progress(args, "transcribe")
+    try:
+        path, info = transcribe_file(
+            args.file,
+            settings.out_dir,
+            stem=stem,
+            bpm=bpm,
+            time_signature=TimeSignature.parse(args.time_signature),
+            quantize_to=args.quantize,
+            section=_section(args),
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    _report(args, Result("transcribe", "builtin", "transcribe", [Output(stem, path, midi=path)], dict(info)))
+    return EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -483,6 +553,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "separate": cmd_separate,
     "generate": cmd_generate,
     "vary": cmd_vary,
+    "transcribe": cmd_transcribe,
     "models": cmd_models,
     "demo": cmd_demo,
 }

@@ -121,10 +121,37 @@ def describe_output(path: str) -> dict[str, Any]:
     return {"stem": stem, "path": path, "variation": variation}
 
 
+def _base(path: str) -> str:
+    name = re.split(r"[/\\]", path)[-1]
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+def is_midi(path: str) -> bool:
+    """Whether a path the daemon reported is a MIDI file (``.mid``, any case) rather than audio."""
+    return path.lower().endswith(".mid")
+
+
 def outputs_payload(paths: Sequence[str]) -> dict[str, Any]:
     """What ``stembridge request`` reports about a done job's files: ``outputs`` as ``stembridge separate --json``
-    has them (:func:`describe_output`), and ``paths``, the same files as plain strings for simple scripts."""
-    return {"outputs": [describe_output(p) for p in paths], "paths": list(paths)}
+    has them (:func:`describe_output`, with ``midi`` for an audio file that has a .mid), and ``paths``, the same
+    files as plain strings for simple scripts.
+
+    The daemon lists the .mid files after the audio, in the order of the audio they belong to; each goes with
+    the audio file of the same name (``x.wav`` -> ``x.mid``, or ``x-2.mid`` when that was taken), else with the
+    next audio file that has none yet.
+    """
+    outputs = [describe_output(p) for p in paths if not is_midi(p)]
+    waiting = list(outputs)
+    for mid in (p for p in paths if is_midi(p)):
+        base = re.split(r"[/\\]", mid)[-1][: -len(".mid")]
+        owner = next(
+            (o for o in waiting if re.fullmatch(re.escape(_base(o["path"])) + r"(-\d+)?", base)), None
+        )
+        owner = owner or (waiting[0] if waiting else None)
+        if owner is not None:
+            owner["midi"] = mid
+            waiting.remove(owner)
+    return {"outputs": outputs, "paths": list(paths)}
 
 
 def new_request_id() -> str:

@@ -36,6 +36,8 @@ from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import BlockPlan, Engine, GenerateSpec, Progress, ProgressCallback, load_engine
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
+from bridge.midi.files import midi_of, part_stem
+from bridge.midi.smf import encode as encode_midi
 from bridge.naming import output_name, parse_tempo, safe_name, split_source
 from bridge.streaming import separate_to_files
 
@@ -113,16 +115,26 @@ class Output:
     sample_rate: int = 0
     samples: int = 0
     channels: int = 0
+    midi: Path | None = None  # the .mid beside it: its notes
 
     def to_dict(self) -> dict[str, Any]:
+        """``stem``, ``path``, ``variation``, ... and ``midi`` (only when a .mid was written)."""
         d = asdict(self)
         d["path"] = str(self.path)
+        if self.midi is None:
+            del d["midi"]
+        else:
+            d["midi"] = str(self.midi)
         return d
 
 
 @dataclass
 class Result:
-    """What a job produced and how."""
+    """What a job produced and how.
+
+    :attr:`paths` lists the audio files, then the ``.mid`` files (in the order of the audio they belong to):
+    the daemon's ``done`` reply.
+    """
 
     command: str
     engine: str
@@ -138,6 +150,11 @@ class Result:
             "outputs": [o.to_dict() for o in self.outputs],
             **self.info,
         }
+
+    @property
+    def paths(self) -> list[str]:
+        audio = [str(o.path) for o in self.outputs]
+        return audio + [str(o.midi) for o in self.outputs if o.midi is not None]
 
 
 def _engine(
@@ -235,8 +252,10 @@ def _write_all(
     options: OutputOptions,
     description: str,
     on_publish: PublishHook | None = None,
+    midi: Sequence[bytes | None] = (),
 ) -> list[Output]:
-    """Write ``(stem, variation, audio, file_name)`` items, all or none (two-phase: see the module doc)."""
+    """Write ``(stem, variation, audio, file_name)`` items, all or none (two-phase: see the module doc), and
+    ``midi[i]`` (a Standard MIDI File) beside item ``i``'s audio under its name with ``.mid``."""
     out_rate = options.sample_rate or sample_rate
     position = None if options.position is None else int(round(options.position * out_rate))
     shapes = []
@@ -253,13 +272,19 @@ def _write_all(
                 description=description,
             )
             shapes.append(data.shape)
+        with_midi = [i for i, data in enumerate(midi) if data is not None]
+        for i in with_midi:
+            publisher.add_file(
+                (options.out_dir / items[i][3]).with_suffix(".mid"), midi[i] or b"", companion_of=i
+            )
         planned = publisher.reserve()
         if on_publish is not None:
             on_publish(planned)
         paths = publisher.publish()
+    mids: dict[int, Path] = dict(zip(with_midi, paths[len(items) :], strict=True))
     return [
-        Output(stem, path, variation, out_rate, shape[-1], shape[0])
-        for (stem, variation, _, _), path, shape in zip(items, paths, shapes, strict=True)
+        Output(stem, path, variation, out_rate, shape[-1], shape[0], mids.get(i))
+        for i, ((stem, variation, _, _), path, shape) in enumerate(zip(items, paths, shapes, strict=False))
     ]
 
 
@@ -277,10 +302,12 @@ def separate_file(
     on_publish: PublishHook | None = None,
     cache: ResultCache | None = None,
     section: Section | None = None,
+    midi: bool = False,
 ) -> Result:
     """Split the audio file at ``path`` into stems written to ``options.out_dir``.
 
     Args:
+        midi: also write each stem's notes, transcribed, beside it (``.mid``; tempo from the tempo estimator).
         section: separate only this part of the file (a trimmed DAW item); the stems are as long as it.
         on_publish: told the planned files right before they are published (see :data:`PublishHook`).
         cache: serve an identical separation of identical audio from here, skipping the engine (progress then
@@ -295,7 +322,10 @@ def separate_file(
     eng.require_stems("separate", wanted)
     section = section or Section()
     options = _inherit_position(options, Path(path), section.start)
-    streamed = _separate_streamed(eng, Path(path), wanted, options, section, report, on_publish)
+    # transcription needs each stem whole: with midi, a long input is read whole too (see the README)
+    streamed = (
+        None if midi else _separate_streamed(eng, Path(path), wanted, options, section, report, on_publish)
+    )
     if streamed is not None:
         return streamed
     digest = file_digest(Path(path)) if cache is not None else None
@@ -330,9 +360,18 @@ def separate_file(
     ext = FORMATS[options.fmt]
     source = Path(path).stem
     items = [(stem, None, stems_out[stem], output_name(source, stem, ext=ext)) for stem in wanted]
+    mids: list[bytes | None] = []
+    if midi:
+        grid = infer_grid(audio, sample_rate)
+        mids = [midi_of(stems_out[stem], sample_rate, stem, grid) for stem in wanted]
     report(0.92, "write")
     outputs = _write_all(
-        items, sample_rate, options, f"stembridge separate {Path(path).name} ({eng.model_name})", on_publish
+        items,
+        sample_rate,
+        options,
+        f"stembridge separate {Path(path).name} ({eng.model_name})",
+        on_publish,
+        mids,
     )
     report(1.0, "cache" if cached else "done")
     if cached:  # the engine did not run: only its loading notes hold
@@ -520,8 +559,12 @@ def generate_files(
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
     context_starts: Sequence[float] | None = None,
+    midi: bool = False,
 ) -> Result:
     """Generate ``spec.variations`` takes of ``spec.stem`` fitting the context files; write them.
+
+    Each take's notes go beside it (``.mid``) when the engine decided them (the built-in engine), and,
+    with ``midi``, transcribed from the take when it did not.
 
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
     ``context_starts``: where bar 1 is in each context file, in seconds (default: at its start).
@@ -548,7 +591,8 @@ def generate_files(
     )
     if context is None and eng.sample_rate:
         work_rate = eng.sample_rate
-    takes = eng.generate(work, work_rate, spec, report.sub(0.05, 0.85))
+    made = eng.generate_parts(work, work_rate, spec, report.sub(0.05, 0.85))
+    takes = [audio for audio, _ in made]
     n_samples = spec.grid(sample_rate).samples_for_bars(spec.bars)
     target = None
     if match_loudness and context is not None:
@@ -567,7 +611,16 @@ def generate_files(
     ]
     report(0.92, "write")
     description = f"stembridge generate {spec.stem} ({eng.model_name})"
-    outputs = _write_all(items, sample_rate, options, description, on_publish)
+    grid = spec.grid(sample_rate)
+    mids = [
+        encode_midi(part)
+        if part is not None
+        else midi_of(audio, sample_rate, spec.stem, grid)
+        if midi
+        else None
+        for (_, part), (_, _, audio, _) in zip(made, items, strict=True)
+    ]
+    outputs = _write_all(items, sample_rate, options, description, on_publish, mids)
     report(1.0, "done")
     info = {
         "stem": spec.stem,
@@ -598,8 +651,13 @@ def vary_file(
     progress: ProgressCallback | None = None,
     on_publish: PublishHook | None = None,
     section: Section | None = None,
+    midi: bool = False,
+    stem: str | None = None,
 ) -> Result:
     """Make ``variations`` variations of the audio file at ``path`` (or of ``section`` of it: a trimmed item).
+
+    With ``midi``, each variation's notes are transcribed beside it (``.mid``) as ``stem`` (default: what the
+    file name says, :func:`bridge.midi.files.part_stem`).
 
     With both ``bpm`` and ``bars`` the results are exactly that many bars long; otherwise as long as the input.
     ``on_publish`` is told the planned files right before they are published (see :data:`PublishHook`).
@@ -609,6 +667,7 @@ def vary_file(
         raise InvalidArgument(f"variations must be between 1 and 16, got {variations}")
     if not 0.0 <= float(strength) <= 1.0:
         raise InvalidArgument(f"strength must be between 0 and 1, got {strength}")
+    midi_stem = part_stem(Path(path), stem) if midi else None
     eng = _engine(engine, "vary", model, models_dir, engine_options)
     if bpm is None and bars is None:
         bpm, bars = parse_tempo(Path(path).stem)  # our own results say their tempo in their names
@@ -645,7 +704,10 @@ def vary_file(
     ]
     report(0.92, "write")
     description = f"stembridge vary {Path(path).name} ({eng.model_name})"
-    outputs = _write_all(items, sample_rate, options, description, on_publish)
+    mids: list[bytes | None] = [
+        midi_of(take, sample_rate, midi_stem, grid) if midi_stem else None for _, _, take, _ in items
+    ]
+    outputs = _write_all(items, sample_rate, options, description, on_publish, mids)
     report(1.0, "done")
     info = {
         "bpm": grid.bpm,

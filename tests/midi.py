@@ -1,4 +1,4 @@
-"""A minimal Standard MIDI File writer and a fluidsynth renderer: test songs with real instrument samples.
+"""Test songs as Standard MIDI Files (written with mido) and a fluidsynth renderer: test songs with real instrument samples.
 
 Debian's ``fluidsynth`` with ``fluid-soundfont-gm`` renders each part separately, so a test has the true stems of a
 mix played by sampled instruments (a GM drum kit, a fingered bass, a piano) rather than by our own synthesis.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 import soundfile as sf
@@ -29,36 +29,26 @@ class Note:
     velocity: int = 100
 
 
-def _vlq(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
-
-
 def write_midi(path: Path, notes: list[Note], bpm: float, channel: int = 0, program: int = 0) -> None:
-    """Write a one-track type-0 MIDI file; channel 9 is the GM drum kit."""
-    events: list[tuple[int, bytes]] = [
-        (0, bytes([0xFF, 0x51, 0x03]) + int(round(60e6 / bpm)).to_bytes(3, "big"))
-    ]
+    """Write a one-track type-0 MIDI file through mido; channel 9 is the GM drum kit."""
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0)])
     if channel != 9:
-        events.append((0, bytes([0xC0 | channel, program])))
+        track.append(mido.Message("program_change", channel=channel, program=program, time=0))
+    events: list[tuple[int, bool, mido.Message]] = []
     for n in notes:
         on = int(round(n.start * PPQ))
         off = int(round((n.start + n.length) * PPQ))
-        events.append((on, bytes([0x90 | channel, n.pitch, n.velocity])))
-        events.append((off, bytes([0x80 | channel, n.pitch, 0])))
-    events.sort(key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90))
-    body = b""
+        events.append((on, True, mido.Message("note_on", channel=channel, note=n.pitch, velocity=n.velocity)))
+        events.append((off, False, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
+    events.sort(key=lambda e: (e[0], e[1]))  # at one tick, note-offs first
     now = 0
-    for tick, data in events:
-        body += _vlq(tick - now) + data
+    for tick, _, message in events:
+        track.append(message.copy(time=tick - now))
         now = tick
-    body += _vlq(PPQ) + bytes([0xFF, 0x2F, 0x00])
-    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, PPQ)
-    path.write_bytes(header + b"MTrk" + struct.pack(">I", len(body)) + body)
+    track.append(mido.MetaMessage("end_of_track", time=PPQ))
+    midi = mido.MidiFile(type=0, ticks_per_beat=PPQ)
+    midi.tracks.append(track)
+    midi.save(str(path))
 
 
 def require_fluidsynth() -> None:
@@ -174,3 +164,58 @@ def render_song(
         stems.append(render(mid, folder / f"{stem}.wav", sample_rate))
     n = min(s.shape[1] for s in stems)
     return np.asarray(sum(s[:, :n] for s in stems), dtype=np.float32)
+
+
+def transcription_song(bpm: float, bars: int, seed: int = 0) -> dict[str, tuple[list[Note], int, int]]:
+    """Parts to transcribe, with their truth: ``{stem: (notes, channel, program)}`` for ``bass`` (fingered, 8ths
+    and 16ths in A minor), ``lead`` (a sawtooth lead, a stepwise melody of 8ths and quarters), ``drums`` (GM kick,
+    snare and closed hat with a varied kick) and ``keys`` (piano triads, one chord per bar, struck twice).
+
+    Every part is monophonic per voice; ``seed`` varies rhythms and pitches."""
+    rng = np.random.default_rng(seed)
+    progression = [(45, "min"), (41, "maj"), (48, "maj"), (43, "maj"), (38, "min"), (40, "min")]
+    scale = [57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76]
+    bass: list[Note] = []
+    lead: list[Note] = []
+    drums: list[Note] = []
+    keys: list[Note] = []
+    idx = 6
+    for bar in range(bars):
+        b0 = bar * 4.0
+        root, quality = progression[int(rng.integers(len(progression)))] if bar else progression[0]
+        third = 3 if quality == "min" else 4
+        t = 0.0
+        while t < 4.0:
+            step = float(rng.choice([0.5, 0.5, 1.0, 0.25]))
+            step = min(step, 4.0 - t)
+            pitch = root + int(rng.choice([0, 0, 0, 7, 12, third]))
+            bass.append(Note(b0 + t, 0.9 * step, pitch, int(rng.integers(80, 118))))
+            t += step
+        t = 0.0
+        while t < 4.0:
+            step = min(float(rng.choice([0.5, 1.0, 1.0, 0.5, 1.5])), 4.0 - t)
+            idx = int(np.clip(idx + rng.choice([-2, -1, 1, 2, 3, -3]), 0, len(scale) - 1))
+            lead.append(Note(b0 + t, 0.85 * step, scale[idx], int(rng.integers(80, 115))))
+            t += step
+        for eighth in range(8):
+            drums.append(Note(b0 + eighth * 0.5, 0.25, 42, int(rng.integers(55, 80))))
+        kicks = {0.0, 2.0} | ({float(rng.choice([1.5, 2.5, 3.5]))} if rng.random() < 0.7 else set())
+        for k in sorted(kicks):
+            drums.append(Note(b0 + k, 0.25, 36, 110))
+        for s in (1.0, 3.0):
+            drums.append(Note(b0 + s, 0.25, 38, 105))
+        chord = [60 + (root - 60) % 12, 60 + (root + third - 60) % 12, 60 + (root + 7 - 60) % 12]
+        for beat in (0.0, 2.0):
+            for p in chord:
+                keys.append(Note(b0 + beat, 1.9, p, 75))
+    return {"bass": (bass, 1, 33), "lead": (lead, 2, 81), "drums": (drums, 9, 0), "keys": (keys, 3, 0)}
+
+
+def render_part(
+    folder: Path, stem: str, bpm: float, bars: int, seed: int = 0, sample_rate: int = 44100
+) -> tuple[np.ndarray, list[Note]]:
+    """Render one part of :func:`transcription_song`: ``([2, T] audio, its notes in quarter notes)``."""
+    notes, channel, program = transcription_song(bpm, bars, seed)[stem]
+    mid = folder / f"{stem}-{seed}.mid"
+    write_midi(mid, notes, bpm, channel, program)
+    return render(mid, folder / f"{stem}-{seed}.wav", sample_rate), notes

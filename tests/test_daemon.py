@@ -621,9 +621,10 @@ def test_request_command_with_result_file(
     args, handler = cli("request", "generate", *flags, "--port", port, "--result-file", str(result))
     assert handler(args) == 0
     printed = json.loads(capsys.readouterr().out)
-    names = [Path(p).name for p in printed["paths"]]
-    assert names == [f"generated__bass__120bpm__2bars__v{k}.wav" for k in (1, 2)]
+    names = [Path(p).name for p in printed["paths"]]  # the audio, then the built-in engine's notes
+    assert names == [f"generated__bass__120bpm__2bars__v{k}.{ext}" for ext in ("wav", "mid") for k in (1, 2)]
     assert [(o["stem"], o["variation"]) for o in printed["outputs"]] == [("bass", 1), ("bass", 2)]
+    assert [o["midi"] for o in printed["outputs"]] == printed["paths"][2:]
     assert {k: v for k, v in json.loads(result.read_text()).items() if k in printed} == printed
 
     args, handler = cli(

@@ -72,7 +72,8 @@ def test_a_request_id_reused_for_another_job_is_refused_over_udp(settings: Setti
             assert peer.wait_for("g5", protocol.ACCEPTED, protocol.ERROR)[0] == protocol.ACCEPTED
             address, done = peer.wait_for("g5", protocol.DONE, protocol.ERROR)
             assert address == protocol.DONE and [Path(p).name for p in done[1:]] == [
-                "generated__bass__120bpm__2bars__v1.wav"
+                "generated__bass__120bpm__2bars__v1.wav",
+                "generated__bass__120bpm__2bars__v1.mid",
             ]
             peer.request(protocol.GENERATE, "g5", "keys", "bpm", 90, "bars", 4)
             assert peer.wait_for("g5", protocol.ERROR, protocol.STATE)[1] == [
@@ -85,7 +86,10 @@ def test_a_request_id_reused_for_another_job_is_refused_over_udp(settings: Setti
             assert peer.wait_for("g5", protocol.STATE, protocol.ERROR)[1] == ["g5", "done", 1.0, *done[1:]]
         finally:
             peer.close()
-    assert sorted(p.name for p in settings.out_dir.iterdir()) == ["generated__bass__120bpm__2bars__v1.wav"]
+    assert sorted(p.name for p in settings.out_dir.iterdir()) == [
+        "generated__bass__120bpm__2bars__v1.mid",
+        "generated__bass__120bpm__2bars__v1.wav",
+    ]
 
 
 def test_a_reused_request_id_is_refused_while_the_first_job_runs(

@@ -462,6 +462,24 @@ def test_separate_end_to_end(daemon: DaemonThread, settings: Settings) -> None:
     assert not list((root / "separate").iterdir()) and not list((root / "failed").iterdir())
 
 
+def test_a_sidecar_asking_for_midi_gets_a_mid_beside_each_wav(
+    daemon: DaemonThread, settings: Settings
+) -> None:
+    root = settings.watch_dir
+    assert root is not None
+    (root / "separate" / "Take.wav.json").write_text(json.dumps({"stems": "drums,bass", "midi": True}))
+    wav(root / "separate" / "Take.wav", song(120, 2))
+    files = done_files(root / "done" / "Take", "Take.wav", "Take.wav.json")
+    assert [p.name for p in files] == [
+        "Take.wav",
+        "Take.wav.json",
+        "Take__bass.mid",
+        "Take__bass.wav",
+        "Take__drums.mid",
+        "Take__drums.wav",
+    ]
+
+
 def test_generate_from_a_folder_and_from_a_named_file(daemon: DaemonThread, settings: Settings) -> None:
     root = settings.watch_dir
     assert root is not None
@@ -476,17 +494,24 @@ def test_generate_from_a_folder_and_from_a_named_file(daemon: DaemonThread, sett
 
     files = done_files(root / "done" / "verse", "drums.wav", "keys.wav", "request.json")
     takes = [p for p in files if p.name.startswith("drums__bass__")]
-    assert [p.name for p in takes] == [
+    assert [p.name for p in takes] == [  # the built-in engine's notes beside each take
+        "drums__bass__100bpm__2bars__v1.mid",
         "drums__bass__100bpm__2bars__v1.wav",
+        "drums__bass__100bpm__2bars__v2.mid",
         "drums__bass__100bpm__2bars__v2.wav",
     ]
+    takes = [p for p in takes if p.suffix == ".wav"]
     for take in takes:
         check_render(take, bar_samples(100, 2), 2 * SR)
     assert not (root / "generate" / "verse").exists()
 
     files = done_files(root / "done" / "riff", "riff__lead__120bpm__2bars.wav")
-    assert [p.name for p in files] == ["riff__lead__120bpm__2bars.wav", "riff__lead__120bpm__2bars__v1.wav"]
-    check_render(files[1], bar_samples(120, 2), SR)
+    assert [p.name for p in files] == [
+        "riff__lead__120bpm__2bars.wav",
+        "riff__lead__120bpm__2bars__v1.mid",
+        "riff__lead__120bpm__2bars__v1.wav",
+    ]
+    check_render(files[2], bar_samples(120, 2), SR)
 
 
 def test_vary_with_a_sidecar_and_failures(daemon: DaemonThread, settings: Settings) -> None:

@@ -141,14 +141,15 @@ def claim_path(target: Path) -> Path:
 
 def _write_temp(
     target: Path,
-    audio: np.ndarray,
-    sample_rate: int,
-    fmt: str,
-    bit_depth: int,
-    position: int | None,
-    description: str,
+    audio: np.ndarray | bytes,
+    sample_rate: int = 0,
+    fmt: str = "",
+    bit_depth: int = 0,
+    position: int | None = None,
+    description: str = "",
 ) -> Path:
-    """Write the encoded file to a hidden temp file beside ``target``, synced to disk; return its path."""
+    """Write the encoded file (``audio`` encoded as ``fmt``, or ``bytes`` as they are) to a hidden temp file
+    beside ``target``, synced to disk; return its path."""
     folder = target.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +163,9 @@ def _write_temp(
         raise _write_error(exc, target) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            if fmt == "wav":
+            if isinstance(audio, bytes):
+                f.write(audio)
+            elif fmt == "wav":
                 bext = None
                 if position is not None:
                     history = _coding_history(audio.shape[0], sample_rate, bit_depth)
@@ -333,6 +336,7 @@ class Publisher:
         self._overwrite = overwrite
         self._pid = os.getpid()
         self._encoded: list[tuple[Path, Path]] = []  # (temp file, wanted path)
+        self._companions: dict[int, int] = {}  # index of a file -> index of the file whose name it takes
         self._staged: list[Staged] = []
         self._published: list[Path] = []
 
@@ -365,6 +369,23 @@ class Publisher:
             raise InvalidArgument("add every file before reserve(); the names are already reserved")
         self._encoded.append((Path(temp), Path(path)))
 
+    def add_file(self, path: str | os.PathLike[str], data: bytes, *, companion_of: int | None = None) -> None:
+        """Stage ``data`` (an encoded file, say a ``.mid``) like :meth:`add`.
+
+        Args:
+            companion_of: the index (order added) of an earlier file whose reserved name this one takes, with its
+                own suffix: ``song-2.wav`` -> ``song-2.mid``; numbered on from there when that is taken.
+        """
+        if self._staged:
+            raise InvalidArgument("add every file before reserve(); the names are already reserved")
+        if companion_of is not None and not 0 <= companion_of < len(self._encoded):
+            raise InvalidArgument(f"companion_of must name a file added before, got {companion_of}")
+        target = Path(path)
+        tmp = _write_temp(target, data)
+        if companion_of is not None:
+            self._companions[len(self._encoded)] = companion_of
+        self._encoded.append((tmp, target))
+
     def reserve(self) -> list[Staged]:
         """Reserve a final name for every file added; returns them in the order added.
 
@@ -372,6 +393,10 @@ class Publisher:
             AudioWriteError: a name is taken (without ``unique``), or the folder cannot be written.
         """
         for tmp, wanted in self._encoded[len(self._staged) :]:
+            lead = self._companions.get(len(self._staged))
+            if lead is not None:
+                wanted = self._staged[lead].target.with_suffix(wanted.suffix)
+                self._encoded[len(self._staged)] = (tmp, wanted)
             self._staged.append(self._reserve(tmp, wanted))
         return list(self._staged)
 

@@ -27,6 +27,7 @@ from bridge.errors import (
     UnknownEngine,
     UnsupportedOperation,
 )
+from bridge.midi.notes import Part
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -246,6 +247,17 @@ class Engine:
         Returns a list of ``[2, N]`` arrays, ``N = spec.grid(sample_rate).samples_for_bars(spec.bars)``.
         """
         raise UnsupportedOperation(f"engine {self.name!r} cannot generate; use --engine builtin")
+
+    def generate_parts(
+        self,
+        context: np.ndarray | None,
+        sample_rate: int,
+        spec: GenerateSpec,
+        progress: ProgressCallback | None = None,
+    ) -> list[tuple[np.ndarray, Part | None]]:
+        """:meth:`generate`, each take with the notes it plays where the engine decides notes before it plays
+        them (the built-in engine), ``None`` where it does not (audio models: transcribe those)."""
+        return [(take, None) for take in self.generate(context, sample_rate, spec, progress)]
 
     def vary(
         self,

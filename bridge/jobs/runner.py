@@ -113,6 +113,7 @@ def _run(
             options,
             stems=o.get("stems"),
             section=_section(o),
+            midi=bool(o.get("midi", False)),
             cache=cache,
             engine=engine,
             model=model,
@@ -141,6 +142,7 @@ def _run(
             engine_options=engine_options,
             match_loudness=bool(o.get("match_loudness", True)),
             context_starts=o.get("context_start"),
+            midi=bool(o.get("midi", False)),
             progress=progress,
             on_publish=publishing,
         )
@@ -155,6 +157,7 @@ def _run(
             bars=o.get("bars"),
             time_signature=TimeSignature.parse(o.get("time_signature", "4/4")),
             section=_section(o),
+            midi=bool(o.get("midi", False)),
             engine=engine,
             model=model,
             models_dir=models_dir,
@@ -164,7 +167,7 @@ def _run(
         )
     else:
         raise InvalidArgument(f"unknown job kind {spec.kind!r}; expected separate, generate or vary")
-    return Outcome([str(out.path) for out in result.outputs], result.to_dict())
+    return Outcome(result.paths, result.to_dict())
 
 
 def _check_memory(spec: JobSpec, engine: str | Engine, options: Any) -> None:

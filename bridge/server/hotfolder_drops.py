@@ -44,6 +44,7 @@ _OUTPUT = {
     "bit_depth": "bitdepth",
     "sample_rate": "samplerate",
     "position": "position",
+    "midi": "midi",
 }
 FIELDS: dict[str, dict[str, str]] = {
     "separate": {

@@ -208,6 +208,7 @@ _SECTION = {
     "length": ("length", lambda v: as_float("length", v, 0.001, 86_400.0)),
 }
 _VARIATIONS = ("variations", lambda v: as_int("variations", v, 1, 16))
+_MIDI = ("midi", lambda v: as_bool("midi", v))  # also write each file's notes as a .mid
 # For each job: protocol key -> (option name in the JobSpec, converter). ``out`` and the repeatable keys
 # (``context``, ``stems``) are handled apart.
 _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
@@ -217,6 +218,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "segment": ("segment", lambda v: as_float("segment", v, 0.1, 600.0)),
         "overlap": ("overlap", lambda v: as_float("overlap", v, 0.0, 0.99)),
         "shifts": ("shifts", lambda v: as_int("shifts", v, 0, 20)),
+        "midi": _MIDI,
     },
     "generate": {
         **_OUTPUT,
@@ -227,6 +229,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "seed": _SEED,
         "variations": _VARIATIONS,
         "loudness": ("match_loudness", lambda v: as_bool("loudness", v)),
+        "midi": _MIDI,
     },
     "vary": {
         **_OUTPUT,
@@ -237,6 +240,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "bpm": ("bpm", _bpm),
         "bars": ("bars", _bars),
         "timesig": ("time_signature", _time_signature),
+        "midi": _MIDI,
     },
 }
 _REPEATABLE = {"separate": ("stems",), "generate": ("context", "context_start")}

@@ -12,6 +12,7 @@ import numpy as np
 
 from bridge.audio.timing import Grid
 from bridge.engines.base import BlockPlan, Engine, GenerateSpec, ProgressCallback
+from bridge.midi.notes import Part
 
 BUILTIN_SEPARATE_STEMS = ("drums", "bass", "vocals", "other")
 BUILTIN_GENERATE_STEMS = ("bass", "drums", "keys", "pad", "lead")
@@ -59,9 +60,18 @@ class BuiltinEngine(Engine):
         spec: GenerateSpec,
         progress: ProgressCallback | None = None,
     ) -> list[np.ndarray]:
+        return [audio for audio, _ in self.generate_parts(context, sample_rate, spec, progress)]
+
+    def generate_parts(
+        self,
+        context: np.ndarray | None,
+        sample_rate: int,
+        spec: GenerateSpec,
+        progress: ProgressCallback | None = None,
+    ) -> list[tuple[np.ndarray, Part | None]]:
         from bridge.engines.builtin import generate
 
-        return generate.generate(context, sample_rate, spec, progress)
+        return list(generate.generate_parts(context, sample_rate, spec, progress))
 
     def vary(
         self,

@@ -42,6 +42,7 @@ from bridge.engines.base import GenerateSpec, Progress, ProgressCallback
 from bridge.engines.builtin.parts import WRITERS, Music, Style
 from bridge.engines.builtin.synth import RENDERERS
 from bridge.errors import InvalidArgument, UnsupportedOperation
+from bridge.midi.notes import Part
 
 STEMS = ("bass", "drums", "keys", "pad", "lead")
 MUSICGEN_STEMS = ("vocals", "guitar", "piano", "other")
@@ -197,7 +198,17 @@ def generate(
     spec: GenerateSpec,
     progress: ProgressCallback | None = None,
 ) -> list[np.ndarray]:
-    """Generate ``spec.variations`` takes of ``spec.stem`` that fit ``context``.
+    """The audio of :func:`generate_parts`: ``spec.variations`` arrays ``[2, N]``."""
+    return [audio for audio, _ in generate_parts(context, sample_rate, spec, progress)]
+
+
+def generate_parts(
+    context: np.ndarray | None,
+    sample_rate: int,
+    spec: GenerateSpec,
+    progress: ProgressCallback | None = None,
+) -> list[tuple[np.ndarray, Part]]:
+    """Generate ``spec.variations`` takes of ``spec.stem`` that fit ``context``, each with the notes it plays.
 
     Args:
         context: ``[C, T]`` (or ``[T]``) audio starting at bar 1, or ``None``.
@@ -207,8 +218,9 @@ def generate(
             :class:`bridge.errors.Cancelled` from it to stop.
 
     Returns:
-        ``spec.variations`` arrays ``[2, N]`` float32 with
-        ``N = spec.grid(sample_rate).samples_for_bars(spec.bars)``.
+        ``spec.variations`` pairs: an array ``[2, N]`` float32 with
+        ``N = spec.grid(sample_rate).samples_for_bars(spec.bars)``, and the :class:`Part` it plays (notes in
+        samples at ``sample_rate``, exactly as rendered, ``N`` samples long).
 
     Raises:
         UnsupportedOperation: for a stem other than bass, drums, keys, pad, lead.
@@ -229,6 +241,6 @@ def generate(
         notes = WRITERS[spec.stem](music, style, note_rng)
         step(0.05, "render")
         audio = RENDERERS[spec.stem](notes, n, grid, style, sound_rng, step.sub(0.05, 1.0))
-        takes.append(level(audio, sample_rate, TARGET_LUFS[spec.stem]))
+        takes.append((level(audio, sample_rate, TARGET_LUFS[spec.stem]), Part.of(spec.stem, notes, grid, n)))
         step(1.0, "render")
     return takes

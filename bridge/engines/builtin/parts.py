@@ -19,21 +19,13 @@ import numpy as np
 
 from bridge.audio.analysis import Chord, Key
 from bridge.audio.timing import Grid, TimeSignature
+from bridge.midi.notes import Note
 
 # General MIDI drum numbers, used as the pitch of drum notes.
 KICK, SNARE, CLOSED_HAT, OPEN_HAT = 36, 38, 42, 46
+__all__ = ["Note", "Music", "Style", "WRITERS"]  # Note (in samples) is bridge.midi.notes.Note
 SWING = 1.0 / 3.0  # of a 16th step
 HUMANIZE_MS = 4.0
-
-
-@dataclass(frozen=True)
-class Note:
-    """One note: ``start`` and ``length`` in samples, MIDI ``pitch`` (drums: GM number), ``velocity`` 0..1."""
-
-    start: int
-    length: int
-    pitch: int
-    velocity: float
 
 
 @dataclass(frozen=True)
