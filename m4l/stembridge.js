@@ -492,7 +492,7 @@ function start(request, target) {
     var message = core.buildRequest(request);
     state.jobs[request.id] = {
         id: request.id, message: message, target: target, sentAt: now(), heardAt: 0, resends: 0,
-        accepted: false, finished: false, fraction: 0
+        accepted: false, finished: false, fraction: 0, midi: request.midi
     };
     state.current = request.id;
     ui("progress", "set", 0);
@@ -652,6 +652,9 @@ function finish(job, paths) {
     ui("queue", "set", "");
     ui("stage", "set", "done");
     var split = core.splitPaths(paths);
+    if (!job.midi) {
+        split.midi = []; // the builtin engine writes its notes every time: clips only when MIDI was asked for
+    }
     if (!split.audio.length) {
         return showError("The job finished without files.");
     }

@@ -158,7 +158,9 @@ local function main()
           end
         end
         reaper.SetActiveTake(reaper.GetTake(item, 0))
-        project.add_midi_track(track, outputs, stem .. " MIDI", start, length)  -- right under it, if MIDI came
+        if midi then  -- right under it; the builtin engine always writes its notes: used only when asked for
+          project.add_midi_track(track, outputs, stem .. " MIDI", start, length)
+        end
       end)
       if #left_out > 0 then
         return "Generated without these overlapping items as context:\n" .. table.concat(left_out, "\n")

@@ -104,11 +104,14 @@ def test_generate_files_writes_the_mid_beside_each_take_and_json_names_it(tmp_pa
 
 
 def test_daemon_job_reports_the_mid_paths_after_the_audio(tmp_path: Path) -> None:
+    from dataclasses import replace
+
     from bridge.config import load_settings
 
     options = {"out": str(tmp_path), "stem": "drums", "bpm": 110.0, "bars": 1, "time_signature": "4/4"}
     options["engine"] = "builtin"
-    outcome = run_job(JobSpec("generate", options), load_settings(), lambda f, s: None)
+    settings = replace(load_settings(), out_dir=tmp_path)  # the job renders inside the render folder
+    outcome = run_job(JobSpec("generate", options), settings, lambda f, s: None)
     assert [Path(p).suffix for p in outcome.paths] == [".wav", ".mid"]
     assert Path(outcome.paths[1]).stem == Path(outcome.paths[0]).stem
     assert outcome.detail["outputs"][0]["midi"] == outcome.paths[1]
