@@ -60,19 +60,60 @@ def guard(describe: Callable[..., str]) -> Callable[[Callable[P, R]], Callable[P
     return decorate
 
 
-def available_bytes() -> int | None:
+def available_bytes(root: Path = Path("/")) -> int | None:
     """Memory the system could give a process now without swapping: Linux's ``MemAvailable``, else the free
-    physical pages (``os.sysconf``); ``None`` where neither is known (Windows)."""
+    physical pages (``os.sysconf``), and no more than this process's control group has left under its limit (a
+    container's or a systemd unit's ``MemoryMax``, where the host's figure would let a job through that the
+    kernel then kills); ``None`` where nothing is known (Windows). ``root``: the filesystem root (tests)."""
+    system: int | None = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (root / "proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                system = int(line.split()[1]) * 1024
+                break
     except (OSError, ValueError, IndexError):
         pass  # no /proc here (macOS): ask sysconf
+    if system is None:
+        try:
+            system = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_AVPHYS_PAGES"))
+        except (AttributeError, ValueError, OSError):
+            system = None
+    group = cgroup_headroom(root)
+    if group is None:
+        return system
+    return group if system is None else min(system, group)
+
+
+def cgroup_headroom(root: Path = Path("/")) -> int | None:
+    """What this process's memory control group has left under its limit (cgroup v2 ``memory.max`` less
+    ``memory.current``, or v1 ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``); ``None`` without a
+    limit or where none can be read."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_AVPHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
         return None
+    fs = root / "sys/fs/cgroup"
+    places = []
+    for line in lines:
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        rel = path.strip().lstrip("/")
+        if number == "0" and controllers == "":  # v2: the unified hierarchy
+            places += [(fs / rel, "memory.max", "memory.current"), (fs, "memory.max", "memory.current")]
+        elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
+            places += [
+                (fs / "memory" / rel, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+                (fs / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
+            ]
+    for folder, limit_file, usage_file in places:
+        try:
+            limit_text = (folder / limit_file).read_text().strip()
+            usage = int((folder / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 1 << 60:  # v1 "no limit"
+            return None
+        return max(0, int(limit_text) - usage)
+    return None
 
 
 def check_available(needed: int, what: str, available: int | None = None) -> None:

@@ -402,13 +402,19 @@ def _stream_plan(eng: Engine, source: AudioSource, options: OutputOptions) -> Bl
 
 
 def separation_memory(
-    eng: Engine | None, path: Path, stems: int, options: OutputOptions, section: Section | None = None
+    eng: Engine | None,
+    path: Path,
+    stems: int,
+    options: OutputOptions,
+    section: Section | None = None,
+    midi: bool = False,
 ) -> int:
     """Bytes a separation of ``path`` holds at its peak, roughly: its input and ``stems`` stems twice over
     (working copies), float32, for the whole input or for one block and its context when ``eng`` streams it
-    (``None``: an engine not loaded yet, counted as reading the input whole)."""
+    (``None``: an engine not loaded yet, counted as reading the input whole; with ``midi`` the input is read
+    whole too, see :func:`separate_file`)."""
     with AudioSource(path, section) as source:
-        plan = None if eng is None else _stream_plan(eng, source, options)
+        plan = None if eng is None or midi else _stream_plan(eng, source, options)
         frames = source.frames if plan is None else min(source.frames, plan.block + 2 * plan.context)
         if eng is not None and plan is None and eng.sample_rate and eng.sample_rate != source.sample_rate:
             frames += frames * eng.sample_rate // source.sample_rate

@@ -123,7 +123,10 @@ def test_out_through_a_link_that_leaves_the_render_folder_is_refused(
             peer.close()
     assert address == protocol.DONE, args
     take = renders / "real" / "takes" / "generated__bass__120bpm__1bars__v1"
-    assert args[1:] == [str(take.with_suffix(".wav")), str(take.with_suffix(".mid"))]  # the builtin's notes too
+    assert args[1:] == [
+        str(take.with_suffix(".wav")),
+        str(take.with_suffix(".mid")),
+    ]  # the builtin's notes too
     assert sf.info(args[1]).frames == 2 * 44100  # one bar of 4/4 at 120 bpm
     assert everything_in(outside) == []
 
@@ -138,7 +141,9 @@ def test_a_link_dropped_into_the_hot_folder_cannot_be_used_as_out(settings: Sett
         (hot / "separate" / "etc").symlink_to(outside, target_is_directory=True)
         failed = hot / "failed"
         # the link is moved first, then its note is written: wait for both
-        wait_until(lambda: (failed / "etc").is_symlink() and (failed / "etc.txt").is_file(), "the link in failed/")
+        wait_until(
+            lambda: (failed / "etc").is_symlink() and (failed / "etc.txt").is_file(), "the link in failed/"
+        )
         peer = OscPeer(d.port)
         try:
             for rid, out in (("rel", "hot/failed/etc"), ("abs", str(hot / "failed" / "etc" / "sub"))):

@@ -153,3 +153,39 @@ def test_daemon_reports_a_memory_error_inside_a_job_and_keeps_serving(
     monkeypatch.undo()
     address, args = _separate(peer, "again", song_file)
     assert address == protocol.DONE, args
+
+
+def _fake_root(tmp_path: Path, cgroup: str, files: dict[str, str], meminfo_kib: int = 8 << 20) -> Path:
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/meminfo").write_text(f"MemTotal: 16000000 kB\nMemAvailable: {meminfo_kib} kB\n")
+    (tmp_path / "proc/self/cgroup").write_text(cgroup)
+    for name, text in files.items():
+        (tmp_path / "sys/fs/cgroup" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sys/fs/cgroup" / name).write_text(text)
+    return tmp_path
+
+
+def test_available_memory_is_capped_by_the_control_group(tmp_path: Path) -> None:
+    """In a container (cgroup v2) or a systemd unit with MemoryMax the host's MemAvailable is not what the
+    kernel lets this process have: the group's headroom is."""
+    gib = 1 << 30
+    v2 = _fake_root(
+        tmp_path / "v2",
+        "0::/system.slice/stembridge.service\n",
+        {"system.slice/stembridge.service/memory.max": f"{2 * gib}\n",
+         "system.slice/stembridge.service/memory.current": f"{gib // 2}\n"},
+    )  # fmt: skip
+    assert memory.available_bytes(v2) == 2 * gib - gib // 2  # under the host's 8 GiB
+    v1 = _fake_root(
+        tmp_path / "v1",
+        "4:memory:/docker/abc\n0::/\n",
+        {
+            "memory/docker/abc/memory.limit_in_bytes": f"{gib}\n",
+            "memory/docker/abc/memory.usage_in_bytes": "0\n",
+        },
+    )
+    assert memory.available_bytes(v1) == gib
+    unlimited = _fake_root(tmp_path / "max", "0::/\n", {"memory.max": "max\n", "memory.current": "5\n"})
+    assert memory.available_bytes(unlimited) == (8 << 20) * 1024  # MemAvailable alone
+    roomy = _fake_root(tmp_path / "roomy", "0::/\n", {"memory.max": f"{64 * gib}\n", "memory.current": "0\n"})
+    assert memory.available_bytes(roomy) == (8 << 20) * 1024  # the host is the tighter limit

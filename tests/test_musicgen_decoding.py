@@ -117,11 +117,11 @@ def _generate_codes(
     return made, out.sequences.float().numpy(), out.scores
 
 
-@pytest.mark.parametrize("prompted", [True, False])
-def test_greedy_tokens_and_audio_equal_transformers_generate(lm: LoadedModel, prompted: bool) -> None:
+@pytest.mark.parametrize("prompt_frames", [0, 30, 120])  # 120: a prefill in chunks, a decode of the tail only
+def test_greedy_tokens_and_audio_equal_transformers_generate(lm: LoadedModel, prompt_frames: int) -> None:
     import torch
 
-    frames, prompt_frames = 12, 30 if prompted else 0
+    frames, prompted = 12, prompt_frames > 0
     rows = [0, 0, 1]  # two rows share a prompt (and text), the third has its own
     prompts = _prompts(lm, prompt_frames) if prompted else None
     melody = _prompts(lm, 40)[:, 0] if lm.melody else None
@@ -157,8 +157,8 @@ def test_greedy_tokens_and_audio_equal_transformers_generate(lm: LoadedModel, pr
     assert len(decoder.scores) == len(their_scores) == frames + lm.num_codebooks // lm.channels - 1
     for mine, their in zip(decoder.scores, their_scores, strict=True):
         torch.testing.assert_close(mine, their.float(), atol=1e-4, rtol=1e-4)
-    # and the same audio: generate decodes prompt and continuation; ours decodes the prompt's last frames
-    assert prompt_frames <= sampling.CODEC_WARMUP_FRAMES
+    # and the same audio: generate decodes prompt and continuation; ours the prompt's last frames before it
+    assert prompt_frames <= sampling.CODEC_WARMUP_FRAMES or prompt_frames > 2 * PREFILL_CHUNK
     tail = their_audio[..., prompt_frames * lm.hop :]
     assert ours_audio.shape == tail.shape == (3, lm.channels, frames * lm.hop)
     np.testing.assert_allclose(ours_audio, tail, atol=1e-5)
@@ -255,3 +255,21 @@ def test_progress_per_step_and_cancel(mono: LoadedModel) -> None:
 def test_rows_and_seeds_must_match(mono: LoadedModel) -> None:
     with pytest.raises(ValueError, match="2 rows need as many texts and seeds, got 2 and 1"):
         sampling.generate_rows(mono, ["a", "b"], None, None, [0, 0], [1], 4, Sampling())
+
+
+def test_only_the_prompts_a_batch_uses_are_encoded(
+    mono: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    real = sampling.encode_prompts
+
+    def counting(lm: Any, prompts: np.ndarray) -> Any:
+        seen.append(prompts.shape[0])
+        return real(lm, prompts)
+
+    monkeypatch.setattr(sampling, "encode_prompts", counting)
+    prompts = _prompts(mono, 10, n=3)
+    alone = sampling.generate_rows(mono, ["a"], prompts[2:], None, [0], [5], 4, Sampling())
+    batch = sampling.generate_rows(mono, ["a", "a"], prompts, None, [2, 2], [5, 6], 4, Sampling())
+    assert seen == [1, 1]  # the third window's prompt alone, once for its two rows
+    np.testing.assert_allclose(batch[0], alone[0], atol=1e-5)

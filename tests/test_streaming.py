@@ -266,3 +266,17 @@ def test_engines_without_blocks_are_fed_whole(
     monkeypatch.setattr(BuiltinEngine, "separate", whole)
     separate_file(song_file, OutputOptions(tmp_path / "out"), engine="builtin", stems=["bass"])
     assert seen == [(2, sf.info(str(song_file)).frames)]
+
+
+@pytest.mark.usefixtures("tiny_blocks")
+def test_a_separation_with_midi_is_estimated_whole(tmp_path: Path, song_file: Path) -> None:
+    """With ``midi`` the input is read whole (transcription needs each stem), and the daemon's memory estimate
+    must say so: the streamed estimate would let a job through that then holds the whole song."""
+    engine = BuiltinEngine()
+    options = OutputOptions(tmp_path / "out")
+    streamed = pipeline.separation_memory(engine, song_file, 4, options)
+    whole = pipeline.separation_memory(engine, song_file, 4, options, midi=True)
+    with AudioSource(song_file) as source:
+        frames, channels = source.frames, source.channels
+    assert whole == frames * max(2, channels) * 4 * (2 * 4 + 4)  # float32: input and stems twice over
+    assert streamed < whole / 2

@@ -183,7 +183,9 @@ def _check_memory(spec: JobSpec, engine: str | Engine, options: Any) -> None:
     if spec.kind == "separate":
         eng = None if isinstance(engine, str) else engine
         stems = len(o.get("stems") or (eng.separate_stems if eng is not None else SEPARATE_STEMS[:4]))
-        needed = pipeline.separation_memory(eng, Path(o["path"]), stems, options, _section(o))
+        needed = pipeline.separation_memory(
+            eng, Path(o["path"]), stems, options, _section(o), midi=bool(o.get("midi"))
+        )
         what = f"separate {Path(o['path']).name}"
     elif spec.kind == "generate":
         from bridge.audio.timing import TimeSignature

@@ -116,15 +116,17 @@ def generate_rows(
     keys = list(zip(texts, rows, strict=True))
     distinct = list(dict.fromkeys(keys))
     units = [distinct.index(key) for key in keys]
-    windows = [w for _, w in distinct]
+    # only the prompts (and melodies) this batch's rows use are encoded, each once
+    used = sorted({w for _, w in distinct})
+    windows = [used.index(w) for _, w in distinct]
     tokens = lm.tokenizer([t for t, _ in distinct], padding=True, return_tensors="pt")
     with torch.inference_mode():
         chroma = None
         if melody is not None and lm.melody:
-            chroma = torch.from_numpy(melody_chroma(melody, lm))[windows]
+            chroma = torch.from_numpy(melody_chroma(melody[used], lm))[windows]
         cond = Conditions(tokens["input_ids"].to(lm.device), tokens["attention_mask"].to(lm.device), chroma)
         if prompts is not None and prompts.shape[-1] > 0:
-            encoded = encode_prompts(lm, prompts).reshape(prompts.shape[0], lm.num_codebooks, -1)
+            encoded = encode_prompts(lm, prompts[used]).reshape(len(used), lm.num_codebooks, -1)
             codes = encoded[torch.as_tensor(windows, device=encoded.device)]
         else:
             codes = torch.zeros((len(distinct), lm.num_codebooks, 0), dtype=torch.long, device=lm.device)
