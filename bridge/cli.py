@@ -544,6 +544,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  stem       {o.path}")
     if result.bass is not None:
         print(f"  new bass   {result.bass.path}")
+        if result.bass.midi is not None:
+            print(f"  its notes  {result.bass.midi}")
     for o in result.variations:
         print(f"  variation  {o.path}")
     return EXIT_OK

@@ -331,6 +331,7 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str], out_dir: Path)
     for k in (1, 2, 3):
         assert f"demo-song__bass-var__120bpm__8bars__v{k}.wav" in names
     assert str(folder) in out
+    assert f"its notes  {folder / 'demo-song__bass__120bpm__8bars__v1.mid'}" in out
     expected = Grid(120, TimeSignature(4, 4), 44100).samples_for_bars(8)
     for name in names:
         assert sf.info(folder / name).frames == expected
