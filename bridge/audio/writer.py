@@ -10,7 +10,8 @@ Writing is two-phase, so that a job writes all its files or none (:class:`Publis
    get the same one: the second gets ``name-2.ext``, ``name-3.ext``... A caller can now record the planned
    paths (the daemon journals them) before anything becomes visible.
 3. **Publish**: every temp file is published under its reserved name with a hard link, which fails rather than
-   overwrite, in one quick pass; if one fails, the files already published are removed again.
+   overwrite, in one quick pass; if one fails, or Ctrl-C, SIGTERM or SIGHUP interrupts the pass (even right
+   after a link, before it is recorded), the files already published are removed again (known by their inode).
 
 A published file keeps the temp file's inode (a hard link, or a rename where the file system has no hard
 links), so a file at a planned path whose inode is the one recorded at reservation is known to be ours.
@@ -190,6 +191,14 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
+def _holds(path: Path, inode: int) -> bool:
+    """Whether ``path`` is the file with ``inode`` (a link to our temp file); never true for inode 0 (unknown)."""
+    try:
+        return inode != 0 and os.stat(path, follow_symlinks=False).st_ino == inode
+    except OSError:
+        return False
+
+
 def _sync_folder(folder: Path) -> None:
     """Best effort: make the new directory entries durable (POSIX). The files' data is already synced; some
     systems (Windows, network mounts) cannot open or fsync a folder, which is not an error here."""
@@ -250,7 +259,7 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> bool:
         os.close(fd)
         try:
             os.replace(tmp, target)
-        except OSError:
+        except BaseException:  # the empty placeholder, or (a signal right after the replace) the file itself
             _remove_quietly(target)
             raise
         return True
@@ -437,8 +446,10 @@ class Publisher:
         if self._published:
             raise InvalidArgument("this Publisher has already published its files; use a new one")
         self.reserve()
+        tried: list[Staged] = []  # linked, or maybe linked: an exception can come right after the link
         try:
             for i, staged in enumerate(self._staged):
+                tried.append(staged)
                 while not self._publish_one(staged):
                     if not retry or staged.claim is None:
                         raise AudioWriteError(
@@ -446,16 +457,24 @@ class Publisher:
                             f"send the request again"
                         )
                     _remove_quietly(staged.claim)
-                    staged = self._staged[i] = self._reserve(staged.temp, self._encoded[i][1])
+                    staged = tried[-1] = self._staged[i] = self._reserve(staged.temp, self._encoded[i][1])
                 self._published.append(staged.target)
             for folder in sorted({p.parent for p in self._published}):
                 _sync_folder(folder)
         except BaseException:
-            for path in self._published:
-                _remove_quietly(path)
-            self._published.clear()
+            self._roll_back(tried)
             raise
         return list(self._published)
+
+    def _roll_back(self, tried: list[Staged]) -> None:
+        """Remove what :meth:`publish` published of ``tried``: the files it knows it published, and the one it
+        was publishing when the exception came (Ctrl-C, SIGTERM, SIGHUP can arrive after ``os.link`` made the
+        file and before it was recorded), recognised by the temp file's inode, so that another program's file
+        at that name is never removed."""
+        for staged in tried:
+            if staged.target in self._published or _holds(staged.target, staged.inode):
+                _remove_quietly(staged.target)
+        self._published.clear()
 
     def _publish_one(self, staged: Staged) -> bool:
         try:
