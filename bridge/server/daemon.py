@@ -48,7 +48,7 @@ from bridge.server.discovery import Advertiser
 from bridge.server.handlers import RequestHandler, event_reply
 from bridge.server.hotfolder import HotFolder, prepare_folders
 from bridge.server.lograte import LogLimiter
-from bridge.server.osc import Replier, UdpEndpoint
+from bridge.server.osc import PacketChannel, Replier, UdpEndpoint
 from bridge.server.tcp import Connections, TcpLimits, start_tcp_server
 
 log = logging.getLogger(__name__)
@@ -304,9 +304,17 @@ class Daemon:
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._replier.send, event.reply, event_reply(event))
+            loop.call_soon_threadsafe(self._deliver, event)
         except RuntimeError:  # the loop has closed: the daemon is gone, and so is the way to reply
             log.debug("dropped a %s reply for job %r after shutdown", event.kind, event.request_id)
+
+    def _deliver(self, event: JobEvent) -> None:
+        """On the loop: send a job event's reply; after a job's last one, its TCP connection (if the request
+        came on one) no longer has that job in flight."""
+        self._replier.send(event.reply, event_reply(event))
+        channel = event.reply.channel
+        if event.kind in ("done", "error") and isinstance(channel, PacketChannel):
+            channel.job_ended()
 
     def request_stop(self) -> None:
         """Ask the daemon to shut down; safe from any thread and from signal handlers."""
