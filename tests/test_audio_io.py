@@ -366,11 +366,11 @@ def test_a_failing_publish_removes_what_the_set_already_published(
 ) -> None:
     real, calls = audio_writer._publish, []
 
-    def fail_second(tmp: Path, target: Path, overwrite: bool) -> bool:
+    def fail_second(tmp: Path, target: Path, overwrite: bool, held: Any = None) -> bool:
         calls.append(target.name)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(tmp, target, overwrite)
+        return real(tmp, target, overwrite, held)
 
     monkeypatch.setattr(audio_writer, "_publish", fail_second)
     with pytest.raises(AudioWriteError, match=re.escape(f"disk full writing {tmp_path / 'b.wav'}")):

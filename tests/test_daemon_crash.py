@@ -297,8 +297,8 @@ from bridge.server.daemon import serve
 
 real_publish, published = writer._publish, []
 
-def publish_then_die(tmp, target, overwrite):
-    done = real_publish(tmp, target, overwrite)
+def publish_then_die(tmp, target, overwrite, held=None):
+    done = real_publish(tmp, target, overwrite, held)
     published.append(target)
     if len(published) == 2:
         os._exit(37)
