@@ -90,10 +90,11 @@ class Settings:
             this machine's memory); the least recently used model is unloaded first.
         watch_dir: the daemon's hot folder (``stembridge serve --watch DIR``, docs/LOGIC.md); ``None``: none.
         watch_settle_s: how many seconds a file dropped into the hot folder must stay unchanged before it is taken.
-        tcp_max_connections: TCP connections the daemon holds at once; when all are taken, the one idle
-            longest is closed to make room for a new one.
-        tcp_max_per_address: TCP connections one IP address may hold at once; more are refused.
-        tcp_idle_timeout_s: seconds a TCP connection may go without a byte either way before it is closed.
+        tcp_max_connections: TCP connections the daemon holds at once; when all are taken, one is closed for a
+            new one (first one that never sent an accepted request, never one with a job in flight).
+        tcp_max_per_address: TCP connections one IP address (one IPv6 /64) may hold at once; more are refused.
+        tcp_idle_timeout_s: seconds a TCP connection may go without an accepted request or a reply before it
+            is closed (not while a job it sent is in flight).
     """
 
     out_dir: Path = field(default_factory=default_out_dir)

@@ -26,6 +26,7 @@ from bridge import __version__, memory
 from bridge.audio import io as audio_io
 from bridge.audio.blocks import AudioSource
 from bridge.audio.bwf import read_bext
+from bridge.audio.folder import HeldFolder
 from bridge.audio.headers import truncation
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.post import finish, fit_length, loudness_target
@@ -82,6 +83,9 @@ class OutputOptions:
         bit_depth: 16, 24 or 32 (32 = float).
         sample_rate: output rate; ``None`` keeps the input's.
         position: the timeline position of bar 1 in seconds, written as the BWF time reference (WAV only).
+        folder: ``out_dir`` held open (a daemon job's, :func:`bridge.jobs.outdir.prepare`): every file is then
+            written through that handle, so a link swapped into its path cannot redirect them
+            (:mod:`bridge.audio.folder`); None (the CLI): by path, the folder made if missing.
     """
 
     out_dir: Path
@@ -89,8 +93,11 @@ class OutputOptions:
     bit_depth: int = 24
     sample_rate: int | None = None
     position: float | None = None
+    folder: HeldFolder | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.folder is not None and self.folder.path != self.out_dir:
+            raise InvalidArgument(f"the held folder {self.folder.path} is not out_dir {self.out_dir}")
         if self.fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         if self.bit_depth not in (16, 24, 32):
@@ -259,7 +266,7 @@ def _write_all(
     out_rate = options.sample_rate or sample_rate
     position = None if options.position is None else int(round(options.position * out_rate))
     shapes = []
-    with Publisher() as publisher:
+    with Publisher(folder=options.folder) as publisher:
         for _, _, audio, name in items:
             data = audio_io.resample(audio, sample_rate, out_rate) if out_rate != sample_rate else audio
             publisher.add(
@@ -489,6 +496,7 @@ def _separate_streamed(
             description=f"stembridge separate {path.name} ({eng.model_name})",
             progress=report.sub(0.05, 0.99),
             on_publish=on_publish,
+            folder=options.folder,
         )
     info: dict[str, Any] = {"source": str(path), "cached": False}
     if written.bit_depth != options.bit_depth:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.audio.blocks import AudioSource, windows
+from bridge.audio.folder import HeldFolder
 from bridge.audio.stream_writer import StreamWriter
 from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import BlockPlan, Engine, Level, Progress, ProgressCallback
@@ -59,6 +60,7 @@ def separate_to_files(
     description: str = "",
     progress: ProgressCallback | None = None,
     on_publish: Callable[[list[Staged]], None] | None = None,
+    folder: HeldFolder | None = None,
 ) -> Written:
     """Separate ``source`` block by block with ``engine`` and publish one file per stem at ``targets[stem]``.
 
@@ -72,6 +74,8 @@ def separate_to_files(
         progress: ``callback(fraction, stage)``: the engine's own stages across the blocks, then ``write``.
         on_publish: told the planned files (a list of :class:`~bridge.audio.writer.Staged`) right before they
             are published; raising stops the job, and nothing appears.
+        folder: the targets' folder held open (a daemon job's): everything is written through it (see
+            :class:`bridge.audio.writer.Publisher`).
 
     Raises:
         AudioReadError: the input cannot be decoded, or holds NaN or infinite samples somewhere.
@@ -86,7 +90,7 @@ def separate_to_files(
     spans = list(windows(source.frames, plan.block, plan.context, plan.align))
     rate = source.sample_rate
     depth = bit_depth
-    with Publisher() as publisher, ExitStack() as cleanup:
+    with Publisher(folder=folder) as publisher, ExitStack() as cleanup:
         writers: dict[str, StreamWriter] = {}
         for stem in stems:
             writer = StreamWriter(
@@ -97,6 +101,7 @@ def separate_to_files(
                 bit_depth=bit_depth,
                 position=position,
                 description=description,
+                folder=folder,
             )
             cleanup.callback(writer.discard)  # closes the file; the publisher removes the temp file
             publisher.adopt(writer.temp, targets[stem])

@@ -6,11 +6,13 @@ import errno
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from bridge.audio.bwf import make_bext, parse_bext, read_bext
 from bridge.audio.io import check_audio, conform_channels, read_audio, resample
 from bridge.audio.writer import Publisher, write_audio, write_audio_unique
 from bridge.errors import AudioReadError, AudioWriteError, InvalidArgument
+from bridge.termination import Terminated
 from tests.fifo import make_fifo, without_blocking
 from tests.synth import faded_sine
 
@@ -363,11 +366,11 @@ def test_a_failing_publish_removes_what_the_set_already_published(
 ) -> None:
     real, calls = audio_writer._publish, []
 
-    def fail_second(tmp: Path, target: Path, overwrite: bool) -> bool:
+    def fail_second(tmp: Path, target: Path, overwrite: bool, held: Any = None) -> bool:
         calls.append(target.name)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(tmp, target, overwrite)
+        return real(tmp, target, overwrite, held)
 
     monkeypatch.setattr(audio_writer, "_publish", fail_second)
     with pytest.raises(AudioWriteError, match=re.escape(f"disk full writing {tmp_path / 'b.wav'}")):
@@ -377,6 +380,50 @@ def test_a_failing_publish_removes_what_the_set_already_published(
             pub.publish()
     assert calls == ["a.wav", "b.wav"]
     assert list(tmp_path.iterdir()) == []  # a.wav removed again; no temp file or claim left
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), Terminated(signal.SIGTERM)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_right_after_a_link_still_publishes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: BaseException
+) -> None:
+    """Ctrl-C or SIGTERM can raise after ``os.link`` made a file and before the publisher recorded it: that file
+    must go with the others (all or none), and a file another program put at a reserved name must stay."""
+    real_link, linked = os.link, []
+
+    def link_then_stop(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_link(src, dst, *args, **kwargs)
+        linked.append(Path(dst).name)
+        if len(linked) == 2:
+            raise stop
+
+    monkeypatch.setattr(audio_writer.os, "link", link_then_stop)
+    with pytest.raises(type(stop)):
+        with Publisher() as pub:
+            for name in ("a.wav", "b.wav", "c.wav"):
+                pub.add(tmp_path / name, full_scale_noise(1, 50), 44100)
+            pub.publish()
+    assert linked == ["a.wav", "b.wav"]
+    assert list(tmp_path.iterdir()) == []  # a.wav and b.wav removed again; no temp file or claim left
+
+    (tmp_path / "b.wav").write_bytes(b"someone else's")  # taken between the reservation and the link
+    linked.clear()
+
+    def taken_then_stop(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        linked.append(Path(dst).name)
+        if len(linked) == 2:
+            raise stop
+        real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(audio_writer.os, "link", taken_then_stop)
+    with pytest.raises(type(stop)):
+        with Publisher() as pub:
+            pub.add(tmp_path / "a.wav", full_scale_noise(1, 50), 44100)
+            pub.add(tmp_path / "c.wav", full_scale_noise(1, 50), 44100)
+            planned = pub.reserve()
+            os.rename(tmp_path / "b.wav", planned[1].target)  # another program ignores the claim
+            pub.publish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.wav"]
+    assert (tmp_path / "c.wav").read_bytes() == b"someone else's"
 
 
 def test_claims_keep_two_sets_with_the_same_names_apart(tmp_path: Path) -> None:

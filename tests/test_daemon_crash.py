@@ -19,13 +19,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge import pipeline
 from bridge.audio import writer
 from bridge.audio.writer import Publisher, claim_path, temp_file
 from bridge.client import Client, locate
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import UnsupportedOperation
+from bridge.jobs.journal import FILE_NAME as JOURNAL_FILE
+from bridge.jobs.journal import Journal
 from bridge.jobs.leftovers import TEMP_NAME, is_writer_claim, is_writer_temp, remove_temp_files, undo_publish
+from bridge.jobs.queue import SHUTDOWN_MESSAGE
 from bridge.jobs.spec import JobSpec, Outcome, PublishHook
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread, read_port_file
@@ -237,6 +241,52 @@ def test_kill_9_mid_job_leaves_no_partial_file_and_the_restart_reports_it(tmp_pa
     assert "removed 1 temp file(s) left by the interrupted job(s)" in second.log.read_text()
 
 
+def temp_files(folder: Path) -> list[Path]:
+    return list(folder.glob(".*.tmp")) if folder.is_dir() else []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this OS")
+def test_sighup_mid_job_stops_the_daemon_gracefully_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """Closing the terminal of ``stembridge serve`` sends SIGHUP: the daemon stops as on SIGTERM, and the job it
+    was writing ends cancelled, its full-size temp files removed."""
+    settings = Settings(
+        out_dir=tmp_path / "renders", state_dir=tmp_path / "state", models_dir=tmp_path / "models", port=0
+    )
+    song = tmp_path / "in" / "Long Song.wav"
+    # longer than STREAM_ABOVE_SECONDS: separated block by block, its stems' temp files there while it runs
+    write_long_song(song, seconds=pipeline.STREAM_ABOVE_SECONDS + 30, sr=22050)
+    serving = Serve(tmp_path, settings)
+    replies: list[tuple[str, list[Any]]] = []
+    try:
+        with Client(locate(settings)) as client:
+            client.send(protocol.SEPARATE, [client.reply_port, "hup1", str(song)])
+            deadline = time.monotonic() + 60
+            while not temp_files(settings.out_dir):
+                assert serving.proc.poll() is None, serving.log.read_text()
+                assert time.monotonic() < deadline, "no temp file appeared"
+                time.sleep(0.005)
+            serving.proc.send_signal(signal.SIGHUP)
+            assert serving.proc.wait(3 * WAIT) == 0, serving.log.read_text()
+            while (reply := client.receive(WAIT)) is not None:
+                replies.append(reply)
+                if reply[0] in (protocol.ERROR, protocol.DONE):
+                    break
+    finally:
+        if serving.proc.poll() is None:
+            serving.proc.kill()
+            serving.proc.wait()
+    assert replies[-1] == (protocol.ERROR, ["hup1", "cancelled", SHUTDOWN_MESSAGE])
+    assert not settings.out_dir.exists()  # made for the job, removed again: no temp file, claim or stem in it
+    journal = Journal(settings.state_dir / JOURNAL_FILE)
+    try:
+        record = journal.get("127.0.0.1", "hup1")
+    finally:
+        journal.close()
+    assert record is not None
+    assert (record.state, record.error_code) == ("cancelled", "cancelled")
+    assert record.error_message == SHUTDOWN_MESSAGE
+
+
 # A daemon that dies (os._exit, as abruptly as kill -9) right after the second of a job's files is published.
 DIE_MID_PUBLISH = """
 import os
@@ -247,8 +297,8 @@ from bridge.server.daemon import serve
 
 real_publish, published = writer._publish, []
 
-def publish_then_die(tmp, target, overwrite):
-    done = real_publish(tmp, target, overwrite)
+def publish_then_die(tmp, target, overwrite, held=None):
+    done = real_publish(tmp, target, overwrite, held)
     published.append(target)
     if len(published) == 2:
         os._exit(37)

@@ -189,7 +189,9 @@ def test_a_jobs_folder_is_made_level_by_level_and_never_through_a_link(
     renders = (tmp_path / "renders").resolve()
     renders.mkdir()
     roots = [renders]
-    real, made = outdir.prepare(renders / "a" / "b", roots)
+    folder, made = outdir.prepare(renders / "a" / "b", roots)
+    folder.close()
+    real = folder.path
     assert (real, made) == (renders / "a" / "b", [renders / "a", renders / "a" / "b"]) and real.is_dir()
     (real / "take.wav").write_bytes(b"RIFF")
     outdir.remove_empty(made)  # a folder with a file in it stays, and so do the ones above it
@@ -205,8 +207,8 @@ def test_a_jobs_folder_is_made_level_by_level_and_never_through_a_link(
 
     def race(path: Any, *args: Any, **kwargs: Any) -> None:
         """Someone puts a link where the next level is about to be made."""
-        if Path(path) == renders / "new" / "raced":
-            os.symlink(outside, path)
+        if str(path) == "raced":  # made in the open folder renders/new
+            os.symlink(outside, path, dir_fd=kwargs["dir_fd"])
             raise FileExistsError(path)
         real_mkdir(path, *args, **kwargs)
 
@@ -216,6 +218,70 @@ def test_a_jobs_folder_is_made_level_by_level_and_never_through_a_link(
     monkeypatch.undo()
     assert list((renders / "new").iterdir()) == [renders / "new" / "raced"]  # kept: the link is in it
     assert everything_in(outside) == []
+
+
+class HoldMidJob:
+    """The real pipeline, except that the job waits for :attr:`release` at ``point``: ``engine``, in its first
+    progress report (its folder is made and open, nothing written yet), or ``publish``, when told its planned
+    files (its temp files and claims are written, nothing is published yet)."""
+
+    def __init__(self, settings: Settings, point: str) -> None:
+        self.real = PipelineRunner(settings)
+        self.point = point
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def _hold(self, point: str) -> None:
+        if point == self.point and not self.started.is_set():
+            self.started.set()
+            assert self.release.wait(3 * WAIT)
+
+    def __call__(self, spec: JobSpec, progress: ProgressCallback, on_publish: PublishHook) -> Outcome:
+        def held_progress(fraction: float, stage: str) -> None:
+            self._hold("engine")
+            progress(fraction, stage)
+
+        def held_publish(plan: list[dict[str, Any]]) -> None:
+            self._hold("publish")
+            on_publish(plan)
+
+        return self.real(spec, held_progress, held_publish)
+
+
+@pytest.mark.parametrize("point", ["engine", "publish"])
+def test_a_jobs_folder_swapped_for_a_link_mid_job_gets_nothing_through_the_link(
+    settings: Settings, outside: Path, point: str
+) -> None:
+    """The reviewer's repro: the job's folder is checked and made, then while the job runs someone renames it
+    and puts a link to a folder outside in its place. Nothing may be written through the link; the job fails
+    naming its folder, and leaves no temp file or claim anywhere."""
+    renders = settings.out_dir.resolve()
+    renders.mkdir()
+    runner = HoldMidJob(settings, point)
+    with DaemonThread(settings, runner, discovery=False) as d:
+        peer = OscPeer(d.port)
+        try:
+            peer.request(protocol.GENERATE, "swap", *BASS, "out", "x")
+            assert runner.started.wait(WAIT)
+            if point == "publish":
+                assert any(
+                    p.name.endswith(".tmp") for p in (renders / "x").iterdir()
+                )  # written, not published
+            (renders / "x").rename(renders / "x.old")
+            (renders / "x").symlink_to(outside, target_is_directory=True)
+            runner.release.set()
+            _, args = peer.wait_for("swap", protocol.ERROR, protocol.DONE)
+        finally:
+            runner.release.set()
+            peer.close()
+    assert args[1:] == [
+        "write_failed",
+        f"the output folder {renders / 'x'} was moved or replaced while the job ran, so its files were not "
+        f"published; check the folder and send the request again",
+    ]
+    assert everything_in(outside) == []
+    assert everything_in(renders) == ["x", "x.old"]  # the link stays, and the moved folder is empty
+    assert (renders / "x").is_symlink()
 
 
 # --- FIFOs as inputs ---------------------------------------------------------------------------------------

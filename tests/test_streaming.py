@@ -23,6 +23,7 @@ from bridge.engines import builtin
 from bridge.engines.base import Level, ProgressCallback
 from bridge.engines.builtin import BuiltinEngine
 from bridge.errors import AudioWriteError, Cancelled
+from bridge.jobs import outdir
 from bridge.pipeline import OutputOptions, separate_file
 
 SR = 44100
@@ -117,6 +118,42 @@ def test_streamed_stems_past_0_dbfs_are_written_as_float(tmp_path: Path, song_mi
     # the blocks written before the loud one went through 24 bits first: the sum holds to that precision
     assert np.max(np.abs(total - loud)) < 4 * 2.0**-23
     assert np.max(np.abs(total[:, 6 * SR :] - loud[:, 6 * SR :])) < 1e-5
+
+
+@pytest.mark.usefixtures("tiny_blocks")
+@pytest.mark.parametrize("swapped", [False, True], ids=["held", "swapped"])
+def test_a_held_folder_streams_through_its_handle(
+    tmp_path: Path, song_mix: np.ndarray, swapped: bool
+) -> None:
+    """A daemon job's folder is held open (:func:`bridge.jobs.outdir.prepare`): the streamed temp files, their
+    rewrite as float (a stem past 0 dBFS) and the published files all go through the handle; a folder swapped
+    for a link meanwhile gets nothing through the link, and the job fails naming it."""
+    loud = song_mix.copy()
+    loud[:, 6 * SR : 6 * SR + 100] *= 4.0
+    path = tmp_path / "loud.wav"
+    sf.write(str(path), loud.T, SR, subtype="FLOAT")
+    renders, outside = (tmp_path / "renders").resolve(), tmp_path / "outside"
+    outside.mkdir()
+    folder, _ = outdir.prepare(renders / "x", [renders])
+
+    def swap(fraction: float, stage: str) -> None:
+        if swapped and stage == "write" and not (renders / "x").is_symlink():  # every temp file is written
+            (renders / "x").rename(renders / "x.old")
+            (renders / "x").symlink_to(outside, target_is_directory=True)
+
+    with folder:
+        options = OutputOptions(folder.path, folder=folder)
+        if not swapped:
+            result = separate_file(path, options, engine="builtin", progress=swap)
+            total = np.sum([_read(o.path) for o in result.outputs], axis=0)
+            assert all(sf.info(str(o.path)).subtype == "FLOAT" for o in result.outputs)
+            assert np.max(np.abs(total[:, 6 * SR :] - loud[:, 6 * SR :])) < 1e-5
+            assert _hidden(renders / "x") == []
+            return
+        with pytest.raises(AudioWriteError, match=f"the output folder {renders / 'x'} was moved or replaced"):
+            separate_file(path, options, engine="builtin", progress=swap)
+    assert list(outside.iterdir()) == []
+    assert list((renders / "x.old").iterdir()) == []  # no temp file, no claim
 
 
 @pytest.mark.usefixtures("tiny_blocks")

@@ -22,8 +22,9 @@ import numpy as np
 import soundfile as sf
 
 from bridge.audio import bwf
-from bridge.audio.writer import _coding_history, _write_error, temp_file
-from bridge.errors import AudioWriteError, InvalidArgument
+from bridge.audio.folder import At, AtPair, HeldFolder
+from bridge.audio.writer import _coding_history, _remove_quietly, _write_error, make_folder, temp_file
+from bridge.errors import InvalidArgument
 
 _COPY_FRAMES = 1 << 16
 _AIFF_SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
@@ -40,6 +41,8 @@ class StreamWriter:
         bit_depth: 16, 24 or 32 (float).
         position: WAV only: the BWF time reference in samples (``None``: a plain WAV).
         description: the ``bext`` description (WAV with a position).
+        folder: ``target``'s folder held open (a daemon job's): the temp file is made, rewritten and removed
+            through that handle (see :class:`bridge.audio.writer.Publisher`'s ``folder``).
 
     Attributes:
         temp: the temp file (the same path for the writer's whole life, :meth:`to_float` included).
@@ -60,6 +63,7 @@ class StreamWriter:
         bit_depth: int = 24,
         position: int | None = None,
         description: str = "",
+        folder: HeldFolder | None = None,
     ) -> None:
         if fmt not in ("wav", "aiff"):
             raise InvalidArgument(f"output format must be 'wav' or 'aiff', got {fmt!r}")
@@ -71,20 +75,15 @@ class StreamWriter:
         self._position, self._description = position, description
         self.frames = 0
         self.peak = 0.0
-        try:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise AudioWriteError(
-                f"{self.target.parent} exists and is not a folder; choose another output folder"
-            ) from None
-        except OSError as exc:
-            raise _write_error(exc, self.target) from None
+        self._folder = folder
+        if folder is None:
+            make_folder(self.target)
         self.temp, self._file, self._sound = self._open()
 
     def _open(self) -> tuple[Path, IO[bytes], sf.SoundFile | None]:
         """A new temp file with its header written; ``(path, file, libsndfile handle for AIFF or None)``."""
         try:
-            path, fd = temp_file(self.target.parent, self.target.name)
+            path, fd = temp_file(self.target.parent, self.target.name, self._folder)
         except OSError as exc:
             raise _write_error(exc, self.target) from None
         f = os.fdopen(fd, "w+b")
@@ -96,7 +95,7 @@ class StreamWriter:
             return path, f, sf.SoundFile(f, "w", self.sample_rate, self.channels, subtype, format="AIFF")
         except BaseException as exc:
             f.close()
-            _remove_quietly(path)
+            _remove_quietly(path, self._folder)
             if isinstance(exc, OSError):
                 raise _write_error(exc, self.target) from None
             raise
@@ -149,15 +148,20 @@ class StreamWriter:
         frames, self.frames = self.frames, 0
         new, self._file, self._sound = self._open()
         try:
-            with sf.SoundFile(str(old)) as src:
-                for start in range(0, frames, _COPY_FRAMES):
-                    data = src.read(min(_COPY_FRAMES, frames - start), dtype="float32", always_2d=True)
-                    self._append(data.T)
-                    self.frames += data.shape[0]
-            os.replace(new, old)
+            where, at = (old, At()) if self._folder is None else self._folder.at(old)
+            with open(os.open(where, os.O_RDONLY | getattr(os, "O_BINARY", 0), **at), "rb") as raw:
+                with sf.SoundFile(raw) as src:
+                    for start in range(0, frames, _COPY_FRAMES):
+                        data = src.read(min(_COPY_FRAMES, frames - start), dtype="float32", always_2d=True)
+                        self._append(data.T)
+                        self.frames += data.shape[0]
+            src_name, dst_name, both = (
+                (new, old, AtPair()) if self._folder is None else self._folder.pair(new, old)
+            )
+            os.replace(src_name, dst_name, **both)
         except BaseException as exc:
             self._close()
-            _remove_quietly(new)
+            _remove_quietly(new, self._folder)
             if isinstance(exc, OSError):
                 raise _write_error(exc, self.target) from None
             raise
@@ -195,11 +199,4 @@ class StreamWriter:
                 except (RuntimeError, OSError, sf.SoundFileError):
                     pass  # the file goes anyway
             self._file.close()
-        _remove_quietly(self.temp)
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        _remove_quietly(self.temp, self._folder)

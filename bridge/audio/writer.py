@@ -10,7 +10,11 @@ Writing is two-phase, so that a job writes all its files or none (:class:`Publis
    get the same one: the second gets ``name-2.ext``, ``name-3.ext``... A caller can now record the planned
    paths (the daemon journals them) before anything becomes visible.
 3. **Publish**: every temp file is published under its reserved name with a hard link, which fails rather than
-   overwrite, in one quick pass; if one fails, the files already published are removed again.
+   overwrite, in one quick pass; if one fails, or Ctrl-C, SIGTERM or SIGHUP interrupts the pass (even right
+   after a link, before it is recorded), the files already published are removed again (known by their inode).
+
+A daemon job's writer works in a folder held open (``folder``, :mod:`bridge.audio.folder`): every step above
+goes through that handle, so a link swapped into the folder's path cannot redirect a file.
 
 A published file keeps the temp file's inode (a hard link, or a rename where the file system has no hard
 links), so a file at a planned path whose inode is the one recorded at reservation is known to be ours.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from bridge.audio import bwf
+from bridge.audio.folder import At, AtPair, HeldFolder
 from bridge.audio.io import check_audio, check_sample_rate
 from bridge.errors import AudioWriteError, InvalidArgument
 
@@ -109,26 +115,33 @@ def _encode_aiff(f: IO[bytes], audio: np.ndarray, sample_rate: int, bit_depth: i
         raise AudioWriteError(f"libsndfile could not encode AIFF ({exc}); use fmt='wav'") from None
 
 
-def temp_file(folder: Path, name: str) -> tuple[Path, int]:
+def temp_file(folder: Path, name: str, held: HeldFolder | None = None) -> tuple[Path, int]:
     """Create a new hidden temp file ``.<name>.stembridge-<pid>-<8 hex digits>.tmp`` in ``folder``.
 
     ``pid`` is this process's: the daemon's start-up cleanup (:mod:`bridge.jobs.leftovers`, which matches the
     same pattern) removes such files only when that process is gone, never a live writer's.
 
+    Args:
+        held: ``folder`` held open (a daemon job's): the file is created through that handle, after checking
+            that ``folder``'s path still leads to it (:meth:`~bridge.audio.folder.HeldFolder.verify`).
+
     Returns:
         ``(path, fd)``: the file, opened for writing; the caller closes ``fd``.
     """
+    if held is not None:
+        held.verify()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     pid = os.getpid()
     for _ in range(100):
         tmp = folder / f".{name}.stembridge-{pid}-{secrets.token_hex(4)}.tmp"
+        where, at = _at(tmp, held)
         try:
-            fd = os.open(tmp, flags, 0o666)
+            fd = os.open(where, flags, 0o666, **at)
         except FileExistsError:
             continue
         except BaseException as exc:
             if not isinstance(exc, OSError):  # Ctrl-C or SIGTERM as it was made: the file may exist (ours)
-                _remove_quietly(tmp)
+                _remove_quietly(tmp, held)
             raise
         return tmp, fd
     raise AudioWriteError(f"could not create a temp file in {folder}; remove stale .tmp files there")
@@ -147,18 +160,16 @@ def _write_temp(
     bit_depth: int = 0,
     position: int | None = None,
     description: str = "",
+    held: HeldFolder | None = None,
 ) -> Path:
     """Write the encoded file (``audio`` encoded as ``fmt``, or ``bytes`` as they are) to a hidden temp file
-    beside ``target``, synced to disk; return its path."""
+    beside ``target`` (through ``held``, ``target``'s folder held open, when given), synced to disk; return its
+    path."""
     folder = target.parent
+    if held is None:
+        make_folder(target)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise AudioWriteError(f"{folder} exists and is not a folder; choose another output folder") from None
-    except OSError as exc:
-        raise _write_error(exc, target) from None
-    try:
-        tmp, fd = temp_file(folder, target.name)
+        tmp, fd = temp_file(folder, target.name, held)
     except OSError as exc:
         raise _write_error(exc, target) from None
     try:
@@ -176,23 +187,57 @@ def _write_temp(
             f.flush()
             os.fsync(f.fileno())
     except BaseException as exc:
-        _remove_quietly(tmp)
+        _remove_quietly(tmp, held)
         if isinstance(exc, OSError):
             raise _write_error(exc, target) from None
         raise
     return tmp
 
 
-def _remove_quietly(path: Path) -> None:
+def make_folder(target: Path) -> None:
+    """Make ``target``'s folder, and the ones above it, where missing (a writer without a held folder).
+
+    Raises:
+        AudioWriteError: a part of it is a file, or it cannot be made.
+    """
+    folder = target.parent
     try:
-        path.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AudioWriteError(f"{folder} exists and is not a folder; choose another output folder") from None
+    except OSError as exc:
+        raise _write_error(exc, target) from None
+
+
+def _at(path: Path, held: HeldFolder | None) -> tuple[str | Path, At]:
+    """How an ``os`` call names ``path``: through ``held`` (see :meth:`~bridge.audio.folder.HeldFolder.at`), or
+    by its path."""
+    return (path, At()) if held is None else held.at(path)
+
+
+def _remove_quietly(path: Path, held: HeldFolder | None = None) -> None:
+    where, at = _at(path, held)
+    try:
+        os.unlink(where, **at)
     except FileNotFoundError:
         pass
 
 
-def _sync_folder(folder: Path) -> None:
+def _holds(path: Path, inode: int, held: HeldFolder | None = None) -> bool:
+    """Whether ``path`` is the file with ``inode`` (a link to our temp file); never true for inode 0 (unknown)."""
+    where, at = _at(path, held)
+    try:
+        return inode != 0 and os.stat(where, follow_symlinks=False, **at).st_ino == inode
+    except OSError:
+        return False
+
+
+def _sync_folder(folder: Path, held: HeldFolder | None = None) -> None:
     """Best effort: make the new directory entries durable (POSIX). The files' data is already synced; some
     systems (Windows, network mounts) cannot open or fsync a folder, which is not an error here."""
+    if held is not None and folder == held.path:
+        held.sync()
+        return
     if os.name != "posix":
         return
     try:
@@ -207,15 +252,17 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _claim(target: Path) -> Path | None:
-    """Reserve ``target``: create its claim file exclusively, holding this process's pid.
+def _claim(target: Path, held: HeldFolder | None = None) -> Path | None:
+    """Reserve ``target`` (through ``held``, its folder held open, when given): create its claim file
+    exclusively, holding this process's pid.
 
     Returns:
         The claim file, or None when the name is taken: claimed by another writer, or a file is there.
     """
     claim = claim_path(target)
+    where, at = _at(claim, held)
     try:
-        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644, **at)
     except FileExistsError:
         return None
     try:
@@ -224,37 +271,50 @@ def _claim(target: Path) -> Path | None:
         finally:
             os.close(fd)
     except BaseException:
-        _remove_quietly(claim)
+        _remove_quietly(claim, held)
         raise
-    if os.path.lexists(target):
-        _remove_quietly(claim)
+    if _exists(target, held):
+        _remove_quietly(claim, held)
         return None
     return claim
 
 
-def _publish(tmp: Path, target: Path, overwrite: bool) -> bool:
-    """Move ``tmp`` to ``target`` atomically. Returns False (``tmp`` kept) when ``target`` exists."""
+def _exists(path: Path, held: HeldFolder | None = None) -> bool:
+    """Whether anything (a link too) is at ``path``."""
+    where, at = _at(path, held)
+    try:
+        os.stat(where, follow_symlinks=False, **at)
+    except OSError:  # as os.path.lexists: missing, or unreachable
+        return False
+    return True
+
+
+def _publish(tmp: Path, target: Path, overwrite: bool, held: HeldFolder | None = None) -> bool:
+    """Move ``tmp`` to ``target`` atomically (through ``held``, their folder held open, when given). Returns
+    False (``tmp`` kept) when ``target`` exists."""
+    src, dst, both = (tmp, target, AtPair()) if held is None else held.pair(tmp, target)
+    _, at = _at(target, held)
     if overwrite:
-        os.replace(tmp, target)
+        os.replace(src, dst, **both)
         return True
     try:
-        os.link(tmp, target)  # atomic, and fails if target exists
+        os.link(src, dst, **both)  # atomic, and fails if target exists
     except FileExistsError:
         return False
     except OSError:
         # No hard links here (FAT/exFAT, some network shares): claim the name exclusively, then replace it.
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, **at)
         except FileExistsError:
             return False
         os.close(fd)
         try:
-            os.replace(tmp, target)
-        except OSError:
-            _remove_quietly(target)
+            os.replace(src, dst, **both)
+        except BaseException:  # the empty placeholder, or (a signal right after the replace) the file itself
+            _remove_quietly(target, held)
             raise
         return True
-    tmp.unlink()
+    _remove_quietly(tmp, held)
     return True
 
 
@@ -318,6 +378,10 @@ class Publisher:
             ``name-3.ext``... instead of failing.
         overwrite: replace existing files (single files only: replaced files cannot be restored, so a set
             written with ``overwrite`` is not all-or-none).
+        folder: the files' folder held open (a daemon job's, :mod:`bridge.audio.folder`): every file must be
+            directly in it, and temp files, claims and published files are made through the handle, so that a
+            link swapped into the folder's path cannot redirect them. Its path is checked to still lead to it
+            before each temp file is made and right before publishing (an error then: nothing is published).
 
     Example:
         >>> with Publisher() as pub:  # doctest: +SKIP
@@ -329,11 +393,14 @@ class Publisher:
     Leaving the ``with`` block removes the temp files and claims that are left (never a published file).
     """
 
-    def __init__(self, *, unique: bool = True, overwrite: bool = False) -> None:
+    def __init__(
+        self, *, unique: bool = True, overwrite: bool = False, folder: HeldFolder | None = None
+    ) -> None:
         if unique and overwrite:
             raise InvalidArgument("a Publisher either picks unique names or overwrites, not both")
         self._unique = unique
         self._overwrite = overwrite
+        self._folder = folder
         self._pid = os.getpid()
         self._encoded: list[tuple[Path, Path]] = []  # (temp file, wanted path)
         self._companions: dict[int, int] = {}  # index of a file -> index of the file whose name it takes
@@ -356,9 +423,10 @@ class Publisher:
         if self._staged:
             raise InvalidArgument("add every file before reserve(); the names are already reserved")
         target, audio, rate, fmt, pos = _prepare(path, audio, sample_rate, fmt, bit_depth, position)
-        if not self._unique and target.is_dir():  # with unique names a folder is a taken name like any file
+        # with unique names a folder is a taken name like any file
+        if not self._unique and self._is_dir(target):
             raise AudioWriteError(f"{target} is a folder; give a file name to write to")
-        tmp = _write_temp(target, audio, rate, fmt, bit_depth, pos, description)
+        tmp = _write_temp(target, audio, rate, fmt, bit_depth, pos, description, self._folder)
         self._encoded.append((tmp, target))
 
     def adopt(self, temp: Path, path: str | os.PathLike[str]) -> None:
@@ -381,7 +449,7 @@ class Publisher:
         if companion_of is not None and not 0 <= companion_of < len(self._encoded):
             raise InvalidArgument(f"companion_of must name a file added before, got {companion_of}")
         target = Path(path)
-        tmp = _write_temp(target, data)
+        tmp = _write_temp(target, data, held=self._folder)
         if companion_of is not None:
             self._companions[len(self._encoded)] = companion_of
         self._encoded.append((tmp, target))
@@ -401,15 +469,16 @@ class Publisher:
         return list(self._staged)
 
     def _reserve(self, tmp: Path, wanted: Path) -> Staged:
+        where, at = _at(tmp, self._folder)
         try:
-            inode = os.stat(tmp).st_ino
+            inode = os.stat(where, **at).st_ino
         except OSError as exc:
             raise _write_error(exc, wanted) from None
         if self._overwrite:
             return Staged(wanted, tmp, None, inode, self._pid)
         for target in _numbered(wanted) if self._unique else (wanted,):
             try:
-                claim = _claim(target)
+                claim = _claim(target, self._folder)
             except OSError as exc:
                 raise _write_error(exc, target) from None
             if claim is not None:
@@ -437,39 +506,58 @@ class Publisher:
         if self._published:
             raise InvalidArgument("this Publisher has already published its files; use a new one")
         self.reserve()
+        if self._folder is not None:
+            self._folder.verify()  # the last check; from here on the links go through the handle
+        tried: list[Staged] = []  # linked, or maybe linked: an exception can come right after the link
         try:
             for i, staged in enumerate(self._staged):
+                tried.append(staged)
                 while not self._publish_one(staged):
                     if not retry or staged.claim is None:
                         raise AudioWriteError(
                             f"{staged.target} was created by another program while stembridge was writing it; "
                             f"send the request again"
                         )
-                    _remove_quietly(staged.claim)
-                    staged = self._staged[i] = self._reserve(staged.temp, self._encoded[i][1])
+                    _remove_quietly(staged.claim, self._folder)
+                    staged = tried[-1] = self._staged[i] = self._reserve(staged.temp, self._encoded[i][1])
                 self._published.append(staged.target)
             for folder in sorted({p.parent for p in self._published}):
-                _sync_folder(folder)
+                _sync_folder(folder, self._folder)
         except BaseException:
-            for path in self._published:
-                _remove_quietly(path)
-            self._published.clear()
+            self._roll_back(tried)
             raise
         return list(self._published)
 
+    def _roll_back(self, tried: list[Staged]) -> None:
+        """Remove what :meth:`publish` published of ``tried``: the files it knows it published, and the one it
+        was publishing when the exception came (Ctrl-C, SIGTERM, SIGHUP can arrive after ``os.link`` made the
+        file and before it was recorded), recognised by the temp file's inode, so that another program's file
+        at that name is never removed."""
+        for staged in tried:
+            if staged.target in self._published or _holds(staged.target, staged.inode, self._folder):
+                _remove_quietly(staged.target, self._folder)
+        self._published.clear()
+
     def _publish_one(self, staged: Staged) -> bool:
         try:
-            return _publish(staged.temp, staged.target, self._overwrite)
+            return _publish(staged.temp, staged.target, self._overwrite, self._folder)
         except OSError as exc:
             raise _write_error(exc, staged.target) from None
+
+    def _is_dir(self, path: Path) -> bool:
+        where, at = _at(path, self._folder)
+        try:
+            return stat.S_ISDIR(os.stat(where, **at).st_mode)
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Remove the temp files and claims that are left; published files stay. Safe to call twice."""
         for tmp, _ in self._encoded:
-            _remove_quietly(tmp)
+            _remove_quietly(tmp, self._folder)
         for staged in self._staged:
             if staged.claim is not None:
-                _remove_quietly(staged.claim)
+                _remove_quietly(staged.claim, self._folder)
         self._encoded.clear()
         self._staged.clear()
 

@@ -3,8 +3,10 @@
 A request's ``out`` is checked when the request comes (:func:`bridge.server.paths.output_folder`, so the client
 gets an ``error`` reply) and again when its job starts (:func:`prepare`), because a link can appear in between:
 in a render folder others can write to, or in the hot folder's ``failed/``, where dropped links are moved. When
-the job starts its folder is made one level at a time, each level checked to be a real folder and not a link,
-and the job writes to that real path, which has no link in it.
+the job starts its folder is opened one level at a time from the allowed root it lies in (made where missing),
+never through a link (``O_NOFOLLOW`` at each level), and held open while the job runs: the job writes relative
+to that handle (:class:`bridge.audio.folder.HeldFolder`), so a link put in the way later cannot redirect its
+files either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
+from bridge.audio.folder import HANDLES, HeldFolder, identity, is_link, open_level
 from bridge.config import Settings
 from bridge.errors import AudioWriteError, InvalidArgument
 
@@ -69,45 +72,118 @@ def real_folder(path: Path, roots: Sequence[Path], text: str | None = None) -> P
     return real
 
 
-def prepare(path: Path, roots: Sequence[Path], text: str | None = None) -> tuple[Path, list[Path]]:
-    """Make the folder ``path`` inside ``roots`` for a job to write to; returns its real path (no link in it)
-    and the folders made, outermost first (for :func:`remove_empty` when the job fails).
+def prepare(path: Path, roots: Sequence[Path], text: str | None = None) -> tuple[HeldFolder, list[Path]]:
+    """Make and open the folder ``path`` inside ``roots`` for a job to write to.
+
+    Returns:
+        The folder held open (its real path, no link in it; the caller closes it), and the folders made,
+        outermost first (for :func:`remove_empty` when the job fails).
 
     Raises:
-        InvalidArgument: it leads outside ``roots`` (checked before anything is made, and again after).
+        InvalidArgument: it leads outside ``roots`` (checked before anything is made), or a link is in the way.
         AudioWriteError: a part of it is a file, or a folder cannot be made.
     """
     real = real_folder(path, roots, text)
+    made: list[Path] = []
+    try:
+        if not HANDLES:
+            return _prepare_by_path(real, made, path, roots, text), made
+        # from the top: the real path has no link in it, so a link met on the way has appeared since
+        folder = Path(real.anchor)
+        fd = _open_checked(str(folder), None, folder, path, roots, text)
+        try:
+            for part in real.relative_to(folder).parts:
+                folder = folder / part
+                if not _exists(part, fd):
+                    try:
+                        os.mkdir(part, 0o777, dir_fd=fd)
+                        made.append(folder)
+                    except FileExistsError:  # made meanwhile by someone else: opened like ours
+                        pass
+                    except OSError as exc:
+                        raise _mkdir_error(exc, folder) from None
+                child = _open_checked(part, fd, folder, path, roots, text)
+                os.close(fd)
+                fd = child
+            return HeldFolder(real, fd, identity(os.fstat(fd))), made
+        except BaseException:
+            os.close(fd)
+            raise
+    except BaseException:
+        remove_empty(made)
+        raise
+
+
+def _exists(name: str, parent: int) -> bool:
+    try:
+        os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except OSError:  # there, maybe: opening it says what is wrong
+        pass
+    return True
+
+
+def _open_checked(
+    name: str, parent: int | None, folder: Path, path: Path, roots: Sequence[Path], text: str | None
+) -> int:
+    """Open one level (see :func:`bridge.audio.folder.open_level`), turning errors into the job's."""
+    try:
+        return open_level(name, parent)
+    except OSError as exc:
+        if is_link(name, parent) or exc.errno == errno.ELOOP:  # appeared since the path was resolved
+            raise outside(str(path) if text is None else text, roots) from None
+        if isinstance(exc, NotADirectoryError):
+            raise AudioWriteError(
+                f"{folder} exists and is not a folder; choose another output folder"
+            ) from None
+        raise AudioWriteError(
+            f"could not open the folder {folder}: {exc.strerror or exc}; check the output folder"
+        ) from None
+
+
+def _prepare_by_path(
+    real: Path, made: list[Path], path: Path, roots: Sequence[Path], text: str | None
+) -> HeldFolder:
+    """:func:`prepare` where folders cannot be held open (Windows): each level checked by path as it is made."""
     missing: list[Path] = []
     existing = real
     while not os.path.lexists(existing):
         missing.append(existing)
         existing = existing.parent
-    made: list[Path] = []
-    try:
-        _check_folder(existing, path, roots, text)
-        for folder in reversed(missing):
-            try:
-                os.mkdir(folder)
-                made.append(folder)
-            except FileExistsError:  # made meanwhile (by someone else): checked like our own
-                pass
-            except OSError as exc:
-                raise _mkdir_error(exc, folder) from None
-            _check_folder(folder, path, roots, text)
-        if real.resolve() != real:  # a level above was swapped for a link meanwhile
-            raise outside(str(path) if text is None else text, roots)
-    except BaseException:
-        remove_empty(made)
-        raise
-    return real, made
+    _check_folder(existing, path, roots, text)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+            made.append(folder)
+        except FileExistsError:  # made meanwhile (by someone else): checked like our own
+            pass
+        except OSError as exc:
+            raise _mkdir_error(exc, folder) from None
+        _check_folder(folder, path, roots, text)
+    if real.resolve() != real:  # a level above was swapped for a link meanwhile
+        raise outside(str(path) if text is None else text, roots)
+    return HeldFolder(real, None, identity(os.lstat(real)))
 
 
 def remove_empty(made: Sequence[Path]) -> None:
-    """Remove the folders :func:`prepare` made, innermost first, as long as they are empty."""
+    """Remove the folders :func:`prepare` made, innermost first, as long as they are empty; each one from its
+    parent opened level by level from the top, never through a link (a link put in the way meanwhile cannot
+    make this remove an empty folder somewhere else)."""
     for folder in reversed(made):
-        with contextlib.suppress(OSError):  # not empty (or gone): it stays
-            folder.rmdir()
+        with contextlib.suppress(OSError):  # not empty, gone, or a link in the way: it stays
+            if not HANDLES:
+                folder.rmdir()
+                continue
+            fd = open_level(folder.anchor, None)
+            try:
+                for part in folder.parent.relative_to(folder.anchor).parts:
+                    child = open_level(part, fd)
+                    os.close(fd)
+                    fd = child
+                os.rmdir(folder.name, dir_fd=fd)
+            finally:
+                os.close(fd)
 
 
 def _check_folder(folder: Path, path: Path, roots: Sequence[Path], text: str | None) -> None:

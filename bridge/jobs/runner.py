@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.audio.folder import HeldFolder
 from bridge.audio.section import Section
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
@@ -59,12 +60,16 @@ def run_job(
     ``on_publish`` included). With ``engines``, the engine comes from (and stays in) that cache.
 
     Its output folder is made first, and checked once more to lie inside the folders jobs may write to
-    (:func:`bridge.jobs.outdir.prepare`: a link may have appeared since the request was checked); the job
-    writes to its real path. A folder made for a job that fails is removed again when it is empty.
+    (:func:`bridge.jobs.outdir.prepare`: a link may have appeared since the request was checked). It is held
+    open while the job runs, and the job writes every file through that handle (:mod:`bridge.audio.folder`),
+    so a link swapped into its path meanwhile cannot send the files elsewhere; a folder moved or replaced
+    meanwhile fails the job (:class:`~bridge.errors.AudioWriteError` naming it) and its temp files go. A folder
+    made for a job that fails is removed again when it is empty.
     """
-    out_dir, made = outdir.prepare(Path(spec.options["out"]), outdir.job_roots(settings))
+    folder, made = outdir.prepare(Path(spec.options["out"]), outdir.job_roots(settings))
     try:
-        return _run(spec, out_dir, settings, progress, on_publish, cache, engines)
+        with folder:
+            return _run(spec, folder, settings, progress, on_publish, cache, engines)
     except BaseException:
         outdir.remove_empty(made)
         raise
@@ -72,7 +77,7 @@ def run_job(
 
 def _run(
     spec: JobSpec,
-    out_dir: Path,
+    folder: HeldFolder,
     settings: Settings,
     progress: ProgressCallback,
     on_publish: PublishHook | None,
@@ -89,7 +94,8 @@ def _run(
 
     o = spec.options
     options = pipeline.OutputOptions(
-        out_dir=out_dir,
+        out_dir=folder.path,
+        folder=folder,
         fmt=o.get("format", "wav"),
         bit_depth=int(o.get("bit_depth", 24)),
         sample_rate=o.get("sample_rate"),

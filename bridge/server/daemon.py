@@ -1,9 +1,10 @@
 """The daemon's lifecycle: start (journal, worker, sockets, port file), serve, graceful shutdown.
 
-``serve(settings)`` is what ``stembridge serve`` calls: it runs until SIGINT or SIGTERM, then stops accepting
-requests, cancels the running job at its next chunk (and the queued ones at once, each with an error reply),
-flushes the journal, withdraws the mDNS advertisement and removes the port file. :class:`DaemonThread` runs the
-same daemon on a background thread, for tests, benchmarks and embedding.
+``serve(settings)`` is what ``stembridge serve`` calls: it runs until SIGINT, SIGTERM or SIGHUP (its terminal
+closed), then stops accepting requests, cancels the running job at its next chunk (and the queued ones at once,
+each with an error reply; the job's temp files go with it), flushes the journal, withdraws the mDNS
+advertisement and removes the port file. :class:`DaemonThread` runs the same daemon on a background thread, for
+tests, benchmarks and embedding.
 
 On start, jobs that a crash cut off are reported failed (``interrupted``): the files of a job cut off while
 publishing are removed (its journaled plan says which), and the temp files and claims that dead writers left in
@@ -47,7 +48,7 @@ from bridge.server.discovery import Advertiser
 from bridge.server.handlers import RequestHandler, event_reply
 from bridge.server.hotfolder import HotFolder, prepare_folders
 from bridge.server.lograte import LogLimiter
-from bridge.server.osc import Replier, UdpEndpoint
+from bridge.server.osc import PacketChannel, Replier, UdpEndpoint
 from bridge.server.tcp import Connections, TcpLimits, start_tcp_server
 
 log = logging.getLogger(__name__)
@@ -303,9 +304,17 @@ class Daemon:
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._replier.send, event.reply, event_reply(event))
+            loop.call_soon_threadsafe(self._deliver, event)
         except RuntimeError:  # the loop has closed: the daemon is gone, and so is the way to reply
             log.debug("dropped a %s reply for job %r after shutdown", event.kind, event.request_id)
+
+    def _deliver(self, event: JobEvent) -> None:
+        """On the loop: send a job event's reply; after a job's last one, its TCP connection (if the request
+        came on one) no longer has that job in flight."""
+        self._replier.send(event.reply, event_reply(event))
+        channel = event.reply.channel
+        if event.kind in ("done", "error") and isinstance(channel, PacketChannel):
+            channel.job_ended()
 
     def request_stop(self) -> None:
         """Ask the daemon to shut down; safe from any thread and from signal handlers."""
@@ -378,8 +387,20 @@ class Daemon:
         self._replier.attach(None)
 
 
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop :func:`serve` gracefully: SIGINT, SIGTERM and SIGHUP (its terminal closed; not on
+    Windows, and not when this process ignores it, as under ``nohup``). Left to its default, SIGHUP would end
+    the daemon without unwinding, leaving the running job's full-size temp files behind."""
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN:
+        wanted.append(hup)
+    return wanted
+
+
 def serve(settings: Settings, runner: Runner | None = None, *, discovery: bool | None = None) -> int:
-    """Run a daemon in the foreground until SIGINT or SIGTERM; returns the exit code (0).
+    """Run a daemon in the foreground until SIGINT, SIGTERM or SIGHUP (:func:`stop_signals`); returns the exit
+    code (0).
 
     Args:
         settings: the daemon's settings.
@@ -390,7 +411,7 @@ def serve(settings: Settings, runner: Runner | None = None, *, discovery: bool |
     async def main() -> None:
         daemon = Daemon(settings, runner, discovery=discovery)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             try:
                 loop.add_signal_handler(sig, daemon.request_stop)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows

@@ -110,17 +110,25 @@ class RequestHandler:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-    def on_packet(self, data: bytes, host: str, port: int, channel: PacketChannel | None) -> None:
-        """Handle one packet from ``host:port`` (``channel`` is the TCP stream it came on, None for UDP)."""
+    def on_packet(self, data: bytes, host: str, port: int, channel: PacketChannel | None) -> bool:
+        """Handle one packet from ``host:port`` (``channel`` is the TCP stream it came on, None for UDP).
+
+        Returns:
+            Whether it held a request that was accepted: parsed and its token right (a job whose files are
+            then refused counts; garbage, foreign addresses and a wrong or missing token do not). A TCP
+            connection counts as active only for these (:mod:`bridge.server.tcp`).
+        """
         try:
             messages = decode_packet(data)
         except StembridgeError as exc:
             self._logs.warning("malformed", "dropped a packet from %s:%d: %s", host, port, exc)
-            return
+            return False
+        accepted = False
         for address, args in messages:
-            self._on_message(address, args, host, channel)
+            accepted = self._on_message(address, args, host, channel) or accepted
+        return accepted
 
-    def _on_message(self, address: str, args: list[Any], host: str, channel: PacketChannel | None) -> None:
+    def _on_message(self, address: str, args: list[Any], host: str, channel: PacketChannel | None) -> bool:
         if not address.startswith(protocol.PREFIX + "/"):
             self._logs.log(
                 logging.INFO,
@@ -129,7 +137,8 @@ class RequestHandler:
                 address[:80],
                 host,
             )
-            return
+            return False
+        request: protocol.Request | None = None
         try:
             remote = not is_local(host)
             request = protocol.parse_request(
@@ -150,6 +159,7 @@ class RequestHandler:
             self._refuse(
                 address, request_id, to, StembridgeError.code, message, replyable=reply_port is not None
             )
+        return request is not None  # parsed, token checked: accepted, even if serving it then failed (busy)
 
     def _refuse(
         self, address: str, request_id: str, to: ReplyTo, code: str, message: str, *, replyable: bool = True
@@ -196,6 +206,8 @@ class RequestHandler:
     def _submit(self, command: str, rid: str, job: JobSpec, to: ReplyTo) -> None:
         """Queue a job whose files are checked; reply ``accepted``, or the first job's state to a repeat."""
         submission = self._queue.submit(to.host, rid, job, to)
+        if submission.new and isinstance(to.channel, PacketChannel):
+            to.channel.job_started()  # ended when the daemon sends the job's last reply on it
         if submission.new:
             log.info(
                 "job %r (%s) from %s queued at position %d",

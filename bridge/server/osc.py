@@ -34,9 +34,16 @@ class PacketChannel(Protocol):
     def send_packet(self, data: bytes) -> bool:
         """Send one OSC packet; False when the connection is gone."""
 
+    def job_started(self) -> None:
+        """A job whose replies go to this connection was accepted."""
 
-# Called with (packet bytes, sender IP, sender port, the stream it came on or None for UDP).
-PacketHandler = Callable[[bytes, str, int, PacketChannel | None], None]
+    def job_ended(self) -> None:
+        """The last reply (``done`` or ``error``) of such a job has been sent."""
+
+
+# Called with (packet bytes, sender IP, sender port, the stream it came on or None for UDP); returns whether the
+# packet was a well-formed OSC packet holding a request the daemon accepted (parsed, its token right).
+PacketHandler = Callable[[bytes, str, int, PacketChannel | None], bool]
 
 
 BUNDLE_TAG = b"#bundle\0"

@@ -6,14 +6,24 @@ instead. The first byte a client sends tells them apart (a length prefix starts 
 0xC0 or an address's ``/``), and replies go back on the connection in the client's own framing.
 
 Connections cost nothing to hold open, so a few rules keep idle ones from locking clients out
-(:class:`TcpLimits`, from the settings): a connection with no bytes either way for ``idle_timeout`` seconds is
-closed; one address may hold at most ``max_per_address`` connections (more are refused); and when all
-``max_connections`` are open, the one idle longest is closed to make room for the new one.
+(:class:`TcpLimits`, from the settings). A connection is *active* when it delivers a complete OSC packet holding
+a request the daemon accepts (parsed, its token right: the packet handler's result says so) or when the daemon
+sends it a reply after that; bytes alone (junk, a packet trickled in a byte at a time, a request with a wrong
+token) do not count, so nobody can keep a slot warm without the token. Then:
+
+- a connection not active for ``idle_timeout`` seconds is closed, unless it has a job in flight (the daemon
+  sends a job's replies on the connection its request came on, and the ``done`` would be lost);
+- one address may hold at most ``max_per_address`` connections (more are refused); IPv6 addresses count by
+  their /64, which one machine commonly holds whole;
+- when all ``max_connections`` are open, one is closed to make room for the new one: first one that has never
+  had a request accepted, else the one not active for longest; never one with a job in flight (if every one
+  has, the new connection is refused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import struct
 from collections import OrderedDict
@@ -38,14 +48,30 @@ class TcpLimits:
     """How many TCP connections the daemon holds, and for how long (see the module doc).
 
     Attributes:
-        max_connections: connections open at once; a new one beyond closes the one idle longest.
-        max_per_address: connections open at once from one IP address; a new one beyond is refused.
-        idle_timeout: seconds without a byte in either direction after which a connection is closed.
+        max_connections: connections open at once; a new one beyond closes another (see the module doc).
+        max_per_address: connections open at once from one IP address (IPv6: one /64); a new one beyond is
+            refused.
+        idle_timeout: seconds without activity (an accepted request or a reply) after which a connection with
+            no job in flight is closed.
     """
 
     max_connections: int
     max_per_address: int
     idle_timeout: float
+
+
+def address_group(host: str) -> str:
+    """What ``max_per_address`` counts by: an IPv4 address (an IPv4-mapped IPv6 one too) as it is, an IPv6
+    address by its /64 network (its zone dropped), anything else as written."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class Connections:
@@ -57,30 +83,49 @@ class Connections:
         self._open: OrderedDict[OscStream, None] = OrderedDict()
 
     def admit(self, stream: OscStream) -> bool:
-        """Take ``stream`` in, closing the connection idle longest if all slots are taken; False (and the
-        stream should be closed) when its address already holds ``max_per_address`` connections."""
-        same_address = sum(1 for other in self._open if other.host == stream.host)
+        """Take ``stream`` in, closing another connection if all slots are taken (see the module doc); False
+        (and the stream should be closed) when its address already holds ``max_per_address`` connections, or
+        every open connection has a job in flight."""
+        same_address = sum(1 for other in self._open if other.group == stream.group)
         if same_address >= self.limits.max_per_address:
             self._logs.warning(
                 "tcp-address",
-                "refused a TCP connection from %s: it already has %d open (tcp_max_per_address)",
+                "refused a TCP connection from %s: %s already has %d open (tcp_max_per_address)",
                 stream.host,
+                stream.group,
                 same_address,
             )
             return False
         while len(self._open) >= self.limits.max_connections:
-            idlest, _ = self._open.popitem(last=False)
+            victim = self._victim()
+            if victim is None:
+                self._logs.warning(
+                    "tcp-busy",
+                    "refused a TCP connection from %s: all %d open ones have jobs in flight "
+                    "(tcp_max_connections)",
+                    stream.host,
+                    len(self._open),
+                )
+                return False
+            del self._open[victim]
             self._logs.warning(
                 "tcp-full",
-                "closed the TCP connection from %s, idle longest, to make room for one from %s: %d open "
+                "closed the TCP connection from %s, %s, to make room for one from %s: %d open "
                 "(tcp_max_connections)",
-                idlest.host,
+                victim.host,
+                "idle longest" if victim.accepted else "with no request accepted",
                 stream.host,
                 self.limits.max_connections,
             )
-            idlest.close()
+            victim.close()
         self._open[stream] = None
         return True
+
+    def _victim(self) -> OscStream | None:
+        """The connection to close for a new one: the first one opened of those that never had a request
+        accepted, else the one not active for longest; never one with a job in flight."""
+        free = [s for s in self._open if not s.jobs_in_flight]
+        return next((s for s in free if not s.accepted), None) or next(iter(free), None)
 
     def touch(self, stream: OscStream) -> None:
         """``stream`` was just active: it is now the last to make room."""
@@ -110,12 +155,15 @@ class OscStream(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_active = 0.0
-        self.host, self.port = "", 0
+        self.host, self.port, self.group = "", 0, ""
+        self.accepted = False  # it has delivered a request the daemon accepted
+        self.jobs_in_flight = 0  # jobs accepted from it whose last reply has not been sent yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.host, self.port = str(peer[0]), int(peer[1])
+        self.group = address_group(self.host)
         if not self._connections.admit(self):
             self._transport.close()
             return
@@ -128,13 +176,21 @@ class OscStream(asyncio.Protocol):
             self._last_active = self._loop.time()
             self._connections.touch(self)
 
+    def job_started(self) -> None:
+        """A job whose replies come back here was accepted: this connection is not closed until it ends."""
+        self.jobs_in_flight += 1
+
+    def job_ended(self) -> None:
+        """That job's last reply has been sent (or it could not be, the connection being gone)."""
+        self.jobs_in_flight = max(0, self.jobs_in_flight - 1)
+
     def _check_idle(self) -> None:
         if self._loop is None or self._transport is None:
             return
         timeout = self._connections.limits.idle_timeout
         idle = self._loop.time() - self._last_active
-        if idle < timeout:
-            self._idle_timer = self._loop.call_later(timeout - idle, self._check_idle)
+        if idle < timeout or self.jobs_in_flight:
+            self._idle_timer = self._loop.call_later(max(timeout - idle, timeout / 2), self._check_idle)
             return
         self._logs.log(
             logging.INFO,
@@ -156,17 +212,20 @@ class OscStream(asyncio.Protocol):
             self._idle_timer = None
 
     def data_received(self, data: bytes) -> None:
-        self._active()
         self._buffer += data
         if self._length_prefixed is None and self._buffer:
             self._length_prefixed = self._buffer[0] == 0
         for packet in self._length_frames() if self._length_prefixed else self._slip_frames():
             try:
-                self._on_packet(packet, self.host, self.port, self)
+                accepted = self._on_packet(packet, self.host, self.port, self)
             except Exception:  # a bug in handling one packet must not drop the connection
                 self._logs.log(
                     logging.ERROR, "tcp-handler", "error handling a packet from %s", self.host, exc_info=True
                 )
+                continue
+            if accepted:  # bytes alone, or a request refused for its token, do not count (see the module doc)
+                self.accepted = True
+                self._active()
 
     def _slip_frames(self) -> list[bytes]:
         frames = []
@@ -215,7 +274,8 @@ class OscStream(asyncio.Protocol):
             self._drop(f"it has not read {transport.get_write_buffer_size()} bytes of replies")
             return False
         transport.write(struct.pack(">I", len(data)) + data if self._length_prefixed else slip.encode(data))
-        self._active()
+        if self.accepted:  # not the replies to a connection that never had a request accepted (a wrong token)
+            self._active()
         return True
 
     def close(self) -> None:
