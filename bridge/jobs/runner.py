@@ -21,7 +21,7 @@ from bridge.jobs.warm import WarmEngines, memory_budget
 
 if TYPE_CHECKING:
     from bridge.audio.writer import Staged
-    from bridge.engines.base import Engine
+    from bridge.engines.base import Engine, GenerateSpec
     from bridge.jobs.cache import ResultCache
 
 
@@ -86,7 +86,6 @@ def _run(
 ) -> Outcome:
     from bridge import pipeline
     from bridge.audio.timing import TimeSignature
-    from bridge.engines.base import GenerateSpec
 
     def publishing(planned: list[Staged]) -> None:
         if on_publish is not None:
@@ -129,15 +128,7 @@ def _run(
             on_publish=publishing,
         )
     elif spec.kind == "generate":
-        gen = GenerateSpec(
-            stem=o["stem"],
-            bpm=o["bpm"],
-            bars=o["bars"],
-            time_signature=TimeSignature.parse(o["time_signature"]),
-            prompt=o.get("prompt", ""),
-            seed=o.get("seed", 0),
-            variations=o.get("variations", 1),
-        )
+        gen = _generate_spec(o)
         result = pipeline.generate_files(
             [Path(p) for p in o.get("context", [])],
             gen,
@@ -176,6 +167,22 @@ def _run(
     return Outcome(result.paths, result.to_dict())
 
 
+def _generate_spec(o: dict[str, Any]) -> GenerateSpec:
+    """The :class:`GenerateSpec` a generate job's options describe."""
+    from bridge.audio.timing import TimeSignature
+    from bridge.engines.base import GenerateSpec
+
+    return GenerateSpec(
+        stem=o["stem"],
+        bpm=o["bpm"],
+        bars=o["bars"],
+        time_signature=TimeSignature.parse(o["time_signature"]),
+        prompt=o.get("prompt", ""),
+        seed=o.get("seed", 0),
+        variations=o.get("variations", 1),
+    )
+
+
 def _check_memory(spec: JobSpec, engine: str | Engine, options: Any) -> None:
     """Refuse a job whose estimated peak memory is more than the system has available.
 
@@ -183,7 +190,7 @@ def _check_memory(spec: JobSpec, engine: str | Engine, options: Any) -> None:
         OutOfMemory: naming the job, what it needs and what is available.
     """
     from bridge import memory, pipeline
-    from bridge.engines.base import SEPARATE_STEMS, GenerateSpec
+    from bridge.engines.base import SEPARATE_STEMS
 
     o = spec.options
     if spec.kind == "separate":
@@ -194,15 +201,7 @@ def _check_memory(spec: JobSpec, engine: str | Engine, options: Any) -> None:
         )
         what = f"separate {Path(o['path']).name}"
     elif spec.kind == "generate":
-        from bridge.audio.timing import TimeSignature
-
-        gen = GenerateSpec(
-            stem=o["stem"],
-            bpm=o["bpm"],
-            bars=o["bars"],
-            time_signature=TimeSignature.parse(o["time_signature"]),
-            variations=o.get("variations", 1),
-        )
+        gen = _generate_spec(o)
         paths = [Path(p) for p in o.get("context", [])]
         needed = pipeline.generation_memory(paths, gen, o.get("context_start"))
         what = f"generate {gen.stem}"
