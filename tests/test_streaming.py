@@ -229,8 +229,18 @@ def test_the_publish_hook_sees_the_streamed_files_before_they_appear(tmp_path: P
 
 @pytest.mark.parametrize(("fmt", "depth"), [("wav", 16), ("wav", 24), ("wav", 32), ("aiff", 24)])
 def test_a_file_written_in_blocks_equals_one_written_whole(
-    tmp_path: Path, song_mix: np.ndarray, fmt: str, depth: int
+    tmp_path: Path, song_mix: np.ndarray, fmt: str, depth: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from datetime import datetime
+
+    class Frozen(datetime):
+        """The bext chunk stamps the time it is written: both files get the same second."""
+
+        @classmethod
+        def now(cls, tz: object = None) -> Frozen:  # type: ignore[override]
+            return cls(2026, 12, 7, 11, 30, 0)
+
+    monkeypatch.setattr(bwf, "datetime", Frozen)
     ext = "wav" if fmt == "wav" else "aif"
     position = 12345 if fmt == "wav" else None
     whole = write_audio(
