@@ -55,7 +55,8 @@ var state = {
     session: "",
     askedAt: 0,
     takeBeats: null,
-    captureSamples: 0
+    captureSamples: 0,
+    resize: false
 };
 var transport = { playing: false, beats: 0, samplesPerBeat: 0, sampleRate: 44100, num: 4, den: 4 };
 var jam = null;
@@ -190,6 +191,11 @@ function tempo() {
 tempo.local = 1;
 
 function tick() {
+    if (state.resize) {
+        // after the last `writewave`: Max may write in its low-priority queue, where this message came after it
+        state.resize = false;
+        ui("recbuf", "sizeinsamps", state.captureSamples, CHANNELS); // ready for the next line, at the tempo now
+    }
     if (jam) {
         run(jam.tick({ beats: transport.beats, bpm: tempo(), playing: transport.playing,
             sampleRate: transport.sampleRate }));
@@ -318,7 +324,7 @@ run.local = 1;
 function sendCycle(a) {
     var file = cycleFile(a.index);
     ui("recbuf", "writewave", file);
-    ui("recbuf", "sizeinsamps", state.captureSamples, CHANNELS); // ready for the next line, at the tempo now
+    state.resize = true; // at the next tick, once the file is written
     sendOsc(["/stembridge/jam/cycle", state.replyPort, nextId(), state.session, a.index, file, "bpm", a.bpm]);
 }
 sendCycle.local = 1;
@@ -332,11 +338,17 @@ function anything() {
 function reply(address, args) {
     switch (address) {
     case "/stembridge/jam/started":
-        if (jam && String(args[0]) === state.startId) {
-            state.session = String(args[1]);
-            run(jam.started());
-            ui("advice", "set", "about " + Number(args[2]).toFixed(2) + " s a cycle");
+        if (String(args[0]) !== state.startId || state.session) {
+            return;
         }
+        if (!jam) {
+            // disarmed (or given up) before the daemon answered: end that session at once
+            sendOsc(["/stembridge/jam/stop", state.replyPort, nextId(), String(args[1])]);
+            return;
+        }
+        state.session = String(args[1]);
+        run(jam.started());
+        ui("advice", "set", "about " + Number(args[2]).toFixed(2) + " s a cycle");
         return;
     case "/stembridge/jam/advice":
         if (String(args[0]) === state.session) {
