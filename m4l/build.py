@@ -1,4 +1,5 @@
-"""Build the Max for Live device m4l/Stembridge.amxd from its patcher source, m4l/Stembridge.maxpat.
+"""Build the Max for Live devices in m4l/ from their patcher sources: Stembridge.amxd from Stembridge.maxpat (the
+jobs device) and StembridgeJam.amxd from StembridgeJam.maxpat (the live jam device).
 
 An .amxd is a run of chunks, each a 4-byte ASCII tag, a 4-byte little-endian payload length and the payload:
 
@@ -11,13 +12,13 @@ The patcher carries what Max saves with a device: a ``parameters`` block and a `
 whose project block says another type than the one it writes.
 
 The build is deterministic (the same .maxpat always gives the same bytes), so the committed .amxd can be
-checked against a fresh build: ``python m4l/build.py --check`` (tests/test_m4l_device.py runs it). The device's
-JavaScript, m4l/stembridge.js, is not embedded: Max finds it beside the .amxd (the patch lists it in its
+checked against a fresh build: ``python m4l/build.py --check`` (tests/test_m4l_device.py runs it). The devices'
+JavaScript (stembridge*.js) is not embedded: Max finds it beside the .amxd (each patch lists its scripts in its
 ``dependency_cache``). Standard library only.
 
 Usage:
-    python m4l/build.py            # write m4l/Stembridge.amxd
-    python m4l/build.py --check    # exit 1 if the committed .amxd is not what the .maxpat builds
+    python m4l/build.py            # write every device's .amxd
+    python m4l/build.py --check    # exit 1 if a committed .amxd is not what its .maxpat builds
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "Stembridge.maxpat"
-TARGET = HERE / "Stembridge.amxd"
+DEVICES = {"Stembridge": "audio", "StembridgeJam": "audio"}  # each m4l/<name>.maxpat and its device type
 DEVICE_TYPES = {"audio": b"aaaa", "midi": b"mmmm", "instrument": b"iiii"}
 
 
@@ -98,17 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="compare with the committed .amxd, write nothing"
     )
     args = parser.parse_args(argv)
-    built = build_amxd(SOURCE.read_bytes())
-    if args.check:
-        if not TARGET.exists() or TARGET.read_bytes() != built:
-            print(
-                f"{TARGET.name} is out of date with {SOURCE.name}; run: python m4l/build.py", file=sys.stderr
-            )
-            return 1
-        return 0
-    TARGET.write_bytes(built)
-    print(f"wrote {TARGET} ({len(built)} bytes)")
-    return 0
+    stale = 0
+    for name, device in sorted(DEVICES.items()):
+        source, target = HERE / f"{name}.maxpat", HERE / f"{name}.amxd"
+        built = build_amxd(source.read_bytes(), device)
+        if args.check:
+            if not target.exists() or target.read_bytes() != built:
+                print(
+                    f"{target.name} is out of date with {source.name}; run: python m4l/build.py",
+                    file=sys.stderr,
+                )
+                stale += 1
+            continue
+        target.write_bytes(built)
+        print(f"wrote {target} ({len(built)} bytes)")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

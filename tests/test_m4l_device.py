@@ -1239,7 +1239,10 @@ STANDARD_OBJECTS = {
     "udpreceive",
     "route",
     "prepend",
-}
+    # the jam device's (StembridgeJam.maxpat)
+    "plugsync~", "dspstate~", "record~", "buffer~", "play~", "phasor~", "delta~", "edge~", "gate", "t",
+    "change", "speedlim", "*~", "-~", "<~", ">=~",
+}  # fmt: skip
 STANDARD_CLASSES = {
     "newobj", "message", "comment", "live.text", "live.menu", "live.numbox", "live.dial", "textedit", "umenu",
     "multislider", "live.toggle",
@@ -1248,8 +1251,8 @@ STANDARD_CLASSES = {
 
 # (inlets, outlets) of each Max object the patch uses, as Max creates them: the boxes Max saves for them in
 # Ableton's maxdevtools (maxdiff/known_objects.py, and the patch of its CPU Reporter device). [udpsend] has
-# one inlet once it has a host and port (known_objects lists it without, with none). [route a b c] and
-# [js file] depend on their arguments: see io_of.
+# one inlet once it has a host and port (known_objects lists it without, with none). [route a b c], [t a b],
+# [js file], [record~ buf n] and [play~ buf n] depend on their arguments: see io_of.
 MAX_IO = {
     "plugin~": (2, 2),
     "plugout~": (2, 2),
@@ -1267,6 +1270,22 @@ MAX_IO = {
     "umenu": (1, 3),
     "multislider": (1, 2),
     "live.toggle": (1, 1),
+    # the jam device's, as known_objects.py lists them (the one-channel record~ and play~)
+    "plugsync~": (1, 9),
+    "dspstate~": (1, 4),
+    "record~": (3, 1),
+    "buffer~": (1, 2),
+    "play~": (1, 2),
+    "phasor~": (2, 1),
+    "delta~": (1, 1),
+    "edge~": (1, 2),
+    "gate": (2, 1),
+    "change": (1, 3),
+    "speedlim": (2, 1),
+    "*~": (2, 1),
+    "-~": (2, 1),
+    "<~": (2, 1),
+    ">=~": (2, 1),
 }
 AMXD_AUDIO_EFFECT = int.from_bytes(b"aaaa", "big")  # project.amxdtype: the ampf device type as a number
 
@@ -1278,6 +1297,13 @@ def io_of(box: dict[str, Any]) -> tuple[int, int]:
     name, *args = box["text"].split()
     if name == "route":
         return 2, max(1, len(args)) + 1  # an outlet per selector, and one for what matches none
+    if name == "t" and args:
+        return 1, len(args)  # an outlet per argument (known_objects lists [t] as [t b b])
+    channels = int(args[1]) if len(args) > 1 and args[1].isdigit() else 1
+    if name == "record~":
+        return channels + 2, 1  # a signal inlet per channel, then the start and end points
+    if name == "play~":
+        return 1, channels + 1  # a signal outlet per channel, then the bang at the end
     if name == "js":
         counts = re.search(r"^inlets = (\d+);\noutlets = (\d+);", (M4L / args[0]).read_text(), re.M)
         assert counts, f"{args[0]} declares no inlets and outlets"
@@ -1285,18 +1311,32 @@ def io_of(box: dict[str, Any]) -> tuple[int, int]:
     return MAX_IO[name]
 
 
-@pytest.fixture(scope="module")
-def patch() -> dict[str, Any]:
-    data = json.loads((M4L / "Stembridge.maxpat").read_text(encoding="utf-8"))
+DEVICES = ["Stembridge", "StembridgeJam"]  # every device in m4l/: the jobs device and the live jam device
+
+
+def load_patch(name: str) -> dict[str, Any]:
+    data = json.loads((M4L / f"{name}.maxpat").read_text(encoding="utf-8"))
     patcher: dict[str, Any] = data["patcher"]
     return patcher
+
+
+@pytest.fixture(scope="module")
+def patch() -> dict[str, Any]:
+    return load_patch("Stembridge")
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def any_patch(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each device's patch, for the checks every device passes."""
+    return load_patch(request.param)
 
 
 def boxes_of(patch: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["box"]["id"]: b["box"] for b in patch["boxes"]}
 
 
-def test_every_patchcord_joins_an_existing_outlet_and_inlet(patch: dict[str, Any]) -> None:
+def test_every_patchcord_joins_an_existing_outlet_and_inlet(any_patch: dict[str, Any]) -> None:
+    patch = any_patch
     boxes = boxes_of(patch)
     assert len(boxes) == len(patch["boxes"]), "two boxes share an id"
     assert patch["lines"]
@@ -1308,7 +1348,8 @@ def test_every_patchcord_joins_an_existing_outlet_and_inlet(patch: dict[str, Any
         assert len(boxes[src].get("outlettype", [])) == boxes[src]["numoutlets"]
 
 
-def test_every_object_has_the_inlets_and_outlets_max_gives_it(patch: dict[str, Any]) -> None:
+def test_every_object_has_the_inlets_and_outlets_max_gives_it(any_patch: dict[str, Any]) -> None:
+    patch = any_patch
     for box in patch["boxes"]:
         b = box["box"]
         what = f"[{b.get('text') or b['maxclass']}] ({b['id']})"
@@ -1316,9 +1357,10 @@ def test_every_object_has_the_inlets_and_outlets_max_gives_it(patch: dict[str, A
         assert (b["numinlets"], b["numoutlets"]) == expected, f"{what}: Max gives it {expected} (in, out)"
 
 
-def test_the_patch_carries_the_project_and_parameters_blocks_of_a_device(patch: dict[str, Any]) -> None:
+def test_the_patch_carries_the_project_and_parameters_blocks_of_a_device(any_patch: dict[str, Any]) -> None:
     """Max saves a device with a `project` block (its type in `amxdtype`) and a `parameters` block that lists
     every parameter by box id with its long and short name."""
+    patch = any_patch
     project = patch["project"]
     assert project["amxdtype"] == AMXD_AUDIO_EFFECT
     assert project["contents"] == {"patchers": {}}  # the scripts are beside the device (dependency_cache)
@@ -1334,7 +1376,8 @@ def test_the_patch_carries_the_project_and_parameters_blocks_of_a_device(patch: 
     assert parameters["inherited_shortname"] == 1
 
 
-def test_every_object_is_standard_max_or_in_the_repo(patch: dict[str, Any]) -> None:
+def test_every_object_is_standard_max_or_in_the_repo(any_patch: dict[str, Any]) -> None:
+    patch = any_patch
     for box in patch["boxes"]:
         b = box["box"]
         assert b["maxclass"] in STANDARD_CLASSES, f"{b['maxclass']} is not a standard Max object"
@@ -1443,21 +1486,39 @@ def load_build() -> Any:
     return module
 
 
-def test_the_committed_amxd_is_a_fresh_build() -> None:
+@pytest.mark.parametrize("name", DEVICES)
+def test_the_committed_amxd_is_a_fresh_build(name: str) -> None:
     build = load_build()
-    fresh = build.build_amxd((M4L / "Stembridge.maxpat").read_bytes())
-    assert (M4L / "Stembridge.amxd").read_bytes() == fresh, "run: python m4l/build.py"
-    assert build.build_amxd((M4L / "Stembridge.maxpat").read_bytes()) == fresh  # deterministic
+    # the build knows every device, each an audio effect
+    assert build.DEVICES == dict.fromkeys(DEVICES, "audio")
+    source = (M4L / f"{name}.maxpat").read_bytes()
+    fresh = build.build_amxd(source)
+    assert (M4L / f"{name}.amxd").read_bytes() == fresh, "run: python m4l/build.py"
+    assert build.build_amxd(source) == fresh  # deterministic
     chunks = build.read_chunks(fresh)
     assert [tag for tag, _ in chunks] == ["ampf", "meta", "ptch"]
     assert chunks[0][1] == b"aaaa"  # an audio effect
     ptch = chunks[2][1]
     assert ptch.endswith(b"\x00") and ptch.count(b"\x00") == 1
-    assert json.loads(ptch[:-1]) == json.loads((M4L / "Stembridge.maxpat").read_text())
+    assert json.loads(ptch[:-1]) == json.loads(source)
     result = subprocess.run(
         [sys.executable, str(M4L / "build.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_build_check_names_each_stale_device(tmp_path: Path) -> None:
+    """--check looks at every device: a copy of m4l/ with one stale .amxd fails, naming that one only."""
+    copy_dir = tmp_path / "m4l"
+    shutil.copytree(M4L, copy_dir)
+    (copy_dir / "StembridgeJam.amxd").write_bytes(b"stale")
+    result = subprocess.run(
+        [sys.executable, str(copy_dir / "build.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "StembridgeJam.amxd is out of date with StembridgeJam.maxpat; run: python m4l/build.py"
+    )
 
 
 def test_the_build_check_fails_on_a_stale_device(tmp_path: Path) -> None:

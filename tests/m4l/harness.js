@@ -4,7 +4,8 @@
 //
 // It talks JSON lines on stdin/stdout, one answer per command, so pytest (tests/test_m4l_device.py) can drive
 // it step by step and put a real daemon between its outlets and its inlet:
-//   {"op": "load", "live": {...}, "now": ms}      load the script with this Live set (see LiveSet below)
+//   {"op": "load", "live": {...}, "now": ms}      load the script with this Live set (see LiveSet below); "script"
+//                                                 names another script in m4l/ (default stembridge.js)
 //   {"op": "send", "message": "generate", "args": []}   a message into the [js] inlet, as Max delivers it
 //   {"op": "reply", "address": "/stembridge/done", "args": [...]}   a message out of [udpreceive]
 //   {"op": "time", "now": ms}  {"op": "tick"}      move the clock; run the scheduled Tasks
@@ -23,7 +24,7 @@ const readline = require("readline");
 const vm = require("vm");
 
 const M4L = path.resolve(__dirname, "..", "..", "m4l");
-const SCRIPT = path.join(M4L, "stembridge.js");
+const DEFAULT_SCRIPT = "stembridge.js";
 
 let log = fresh();
 let context = null;
@@ -51,7 +52,8 @@ function flatten(args) {
 // --- the stub Live set -----------------------------------------------------------------------------------
 // live = {app: {major, minor, bugfix}, song: {tempo, signature_numerator, signature_denominator, loop_start,
 //         loop_length}, scenes: n, tracks: [{name, is_foldable, has_audio_input, has_midi_input,
-//         clip_slots: [clip|null], arrangement_clips: [clip]}], view: {detail_clip: "<canonical path>" | null}}
+//         clip_slots: [clip|null], arrangement_clips: [clip]}], view: {detail_clip: "<canonical path>" | null},
+//         device_track: n (the track the device is on: "this_device" is its first device; 0 if absent)}
 // clip = {name, file_path, is_audio_clip, warping, looping, start_marker, end_marker, loop_start, loop_end,
 //         start_time, end_time, length, warp_markers (the JSON text Live gives), sample_length, sample_rate}
 // A MIDI clip the script makes: {name, is_audio_clip: 0, is_midi_clip: 1, length, start_time, end_time, notes}.
@@ -115,6 +117,10 @@ function resolve(pathText) {
     if (words[0] === "id") {
         const found = pathOfId(Number(words[1]));
         return found ? resolve(found) : null;
+    }
+    if (words[0] === "this_device" && words.length === 1) {
+        const track = live.device_track || 0;
+        return { kind: "device", obj: {}, path: "live_set tracks " + track + " devices 0" };
     }
     if (words[0] === "live_app") {
         return words.length === 1 ? { kind: "app", obj: live.app, path: "live_app" } : null;
@@ -353,7 +359,7 @@ File.prototype.readbytes = function (count) {
 };
 File.prototype.close = function () { this._open = false; };
 
-function load(liveSet, now) {
+function load(liveSet, now, script) {
     live = liveSet;
     clock = now || 0;
     tasks = [];
@@ -370,7 +376,8 @@ function load(liveSet, now) {
         Math: Math,
     };
     context = vm.createContext(sandbox);
-    vm.runInContext(fs.readFileSync(SCRIPT, "utf8"), context, { filename: SCRIPT });
+    const file = path.join(M4L, script || DEFAULT_SCRIPT);
+    vm.runInContext(fs.readFileSync(file, "utf8"), context, { filename: file });
     context.now = function () { return clock; };
 }
 
@@ -397,7 +404,7 @@ function deliver(message, args) {
 function run(cmd) {
     switch (cmd.op) {
     case "load":
-        load(cmd.live, cmd.now);
+        load(cmd.live, cmd.now, cmd.script);
         return null;
     case "send":
         return deliver(cmd.message, cmd.args || []);
