@@ -1,0 +1,91 @@
+"""What the AI hears: the humans' cycles it remembers and its own parts, laid out as one engine context.
+
+Engines take a context whose bar 1 is at sample 0 and read what lies under the part from its first bars (the
+built-in engine analyses key, chords and groove there; MusicGen takes its chroma there). MusicGen continues
+audio, and treats the context as a loop: the prompt before bar 1 is the context's last bars. So the context is
+two cycles long:
+
+1. **What the humans will play under the part**, predicted from what they just played: their cycles laid over
+   each other on the bar grid, the newest weighted most (each earlier cycle :data:`MEMORY_DECAY` times less),
+   so the AI keeps what the humans keep and follows at once what they change (key, chords, density). Samples
+   of the newest cycle not heard yet (the last ``lead``) come from the earlier ones.
+2. **The moment just before the part**: the humans' newest cycle with the AI's own part that plays right
+   before it, so an engine that continues audio continues its own previous cycle under the humans.
+
+Cycles at another tempo than the part's are left out: a cycle that changed tempo is heard from there on.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.audio.io import conform_channels
+
+MEMORY_DECAY = 0.35  # weight of a cycle relative to the one after it
+CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One cycle of the humans: ``audio`` ``[2, L]`` (zeros past what was heard) and ``heard`` samples of it."""
+
+    audio: np.ndarray
+    heard: int
+
+    @property
+    def length(self) -> int:
+        return int(self.audio.shape[1])
+
+
+class Hearing:
+    """The humans' recent cycles (the newest plus ``memory`` earlier ones)."""
+
+    def __init__(self, memory: int) -> None:
+        self._memory = int(memory)
+        self._cycles: OrderedDict[int, Cycle] = OrderedDict()
+
+    def add(self, index: int, humans: np.ndarray, length: int) -> Cycle:
+        """Remember the humans' audio ``[C, n]`` (n <= ``length``) of cycle ``index``, ``length`` samples long."""
+        audio = np.zeros((CHANNELS, length), dtype=np.float32)
+        heard = min(int(humans.shape[1]), length)
+        audio[:, :heard] = conform_channels(np.asarray(humans, dtype=np.float32), CHANNELS)[:, :heard]
+        cycle = Cycle(audio, heard)
+        self._cycles[index] = cycle
+        while len(self._cycles) > self._memory + 1:
+            self._cycles.popitem(last=False)
+        return cycle
+
+    def newest(self) -> Cycle | None:
+        return next(reversed(self._cycles.values()), None)
+
+    def prediction(self, length: int) -> np.ndarray:
+        """``[2, length]``: the remembered cycles of that length laid over each other, newest weighted most."""
+        total = np.zeros((CHANNELS, length), dtype=np.float64)
+        weight = np.zeros(length, dtype=np.float64)
+        w = 1.0
+        for cycle in reversed(self._cycles.values()):
+            if cycle.length == length:
+                total[:, : cycle.heard] += w * cycle.audio[:, : cycle.heard]
+                weight[: cycle.heard] += w
+            w *= MEMORY_DECAY
+        out = np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+        return out.astype(np.float32)
+
+    def context(self, length: int, own: np.ndarray | None) -> np.ndarray:
+        """The engine's context ``[2, length + L_newest]`` for a part ``length`` samples long, with ``own`` (the
+        AI's part playing just before it, ``[2, m]``, or None when it rests) over the humans' newest cycle.
+        """
+        under = self.prediction(length)
+        newest = self.newest()
+        if newest is None:
+            return under
+        before = newest.audio.copy()
+        if newest.heard < newest.length and newest.length == length:
+            before[:, newest.heard :] = under[:, newest.heard :]
+        if own is not None:
+            n = min(before.shape[1], own.shape[1])
+            before[:, before.shape[1] - n :] += own[:, own.shape[1] - n :]
+        return np.concatenate([under, before], axis=1)
