@@ -3,14 +3,15 @@
 Engines take a context whose bar 1 is at sample 0 and read what lies under the part from its first bars (the
 built-in engine analyses key, chords and groove there; MusicGen takes its chroma there). MusicGen continues
 audio, and treats the context as a loop: the prompt before bar 1 is the context's last bars. So the context is
-two cycles long:
+two cycles long, laid out as a loop (:meth:`Hearing.context`) from these:
 
 1. **What the humans will play under the part**, predicted from what they just played: their cycles laid over
    each other on the bar grid, the newest weighted most (each earlier cycle :data:`MEMORY_DECAY` times less),
    so the AI keeps what the humans keep and follows at once what they change (key, chords, density). Samples
    of the newest cycle not heard yet (the last ``lead``) come from the earlier ones.
 2. **The moment just before the part**: the humans' newest cycle with the AI's own part that plays right
-   before it, so an engine that continues audio continues its own previous cycle under the humans.
+   before it, so an engine that continues audio continues its own previous cycle under the humans. Its
+   last bar comes first: engines render one bar before the part (see :mod:`.seams`), over that bar.
 
 Cycles at another tempo than the part's are left out: a cycle that changed tempo is heard from there on.
 """
@@ -74,18 +75,27 @@ class Hearing:
         out = np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
         return out.astype(np.float32)
 
-    def context(self, length: int, own: np.ndarray | None) -> np.ndarray:
-        """The engine's context ``[2, length + L_newest]`` for a part ``length`` samples long, with ``own`` (the
-        AI's part playing just before it, ``[2, m]``, or None when it rests) over the humans' newest cycle.
+    def context(self, length: int, bar: int, own: np.ndarray | None) -> np.ndarray:
+        """The engine's context for a part ``length`` samples long, with bars ``bar`` samples long.
+
+        Laid out as a loop that ends where the part's pre-roll bar begins: ``[last bar of the newest cycle |
+        prediction (length) | the newest cycle up to its last bar]``, the newest cycle with ``own`` (the AI's
+        part playing just before, ``[2, m]``, None when it rests) over it, their ends aligned. Bar 1 (the
+        pre-roll) and bars 2.. (the part) lie over the humans' last bar and the prediction; a continuing
+        engine's prompt is the newest cycle up to the pre-roll.
+
+        Raises:
+            ValueError: no cycle heard yet.
         """
-        under = self.prediction(length)
         newest = self.newest()
         if newest is None:
-            return under
-        before = newest.audio.copy()
+            raise ValueError("the humans have not played a cycle yet")
+        under = self.prediction(length)
+        heard = newest.audio.copy()
         if newest.heard < newest.length and newest.length == length:
-            before[:, newest.heard :] = under[:, newest.heard :]
+            heard[:, newest.heard :] = under[:, newest.heard :]
         if own is not None:
-            n = min(before.shape[1], own.shape[1])
-            before[:, before.shape[1] - n :] += own[:, own.shape[1] - n :]
-        return np.concatenate([under, before], axis=1)
+            n = min(heard.shape[1], own.shape[1])
+            heard[:, heard.shape[1] - n :] += own[:, own.shape[1] - n :]
+        cut = max(0, heard.shape[1] - bar)
+        return np.concatenate([heard[:, cut:], under, heard[:, :cut]], axis=1)
