@@ -275,8 +275,19 @@ def test_the_part_follows_a_key_change_in_the_first_cycle_after_it(tmp_path: Pat
     assert in_f_sharp[new_only].sum() > 3 * in_f_sharp[old_only].sum()
 
 
+def test_earlier_cycles_count_while_the_harmony_stays_and_not_once_it_changes() -> None:
+    hearing = Hearing(memory=2, sample_rate=SR)
+    L = Grid(120.0, sample_rate=SR).samples_for_bars(BARS)
+    same = band(120, BARS * 3, C_MAJOR[:BARS])  # the same two bars again and again
+    for k in range(3):
+        hearing.add(k, same[:, k * L : (k + 1) * L], L)
+    assert hearing.weights() == pytest.approx([0.35**2, 0.35, 1.0])
+    hearing.add(3, band(120, BARS, F_SHARP_MAJOR), L)
+    assert hearing.weights() == [0.0, 0.0, 1.0]
+
+
 def test_the_prediction_weights_the_newest_cycle_and_fills_what_was_not_heard() -> None:
-    hearing = Hearing(memory=2)
+    hearing = Hearing(memory=2, sample_rate=SR)
     L = 100
     for k, value in enumerate((1.0, 2.0, 4.0)):
         hearing.add(k, np.full((1, L if k < 2 else 80), value, dtype=np.float32), L)

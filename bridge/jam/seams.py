@@ -9,8 +9,9 @@ At the seam, the part's first :data:`SEAM_MS` are crossfaded from the previous p
 part's last samples mirrored (how it goes on past its bar line: the same value at the seam, the same level),
 so the waveform never jumps. After a rest the tail is silence, which makes the crossfade a short fade-in.
 
-Levelling is :func:`bridge.audio.post.finish` (the one generate uses): the part sits under the humans'
-loudness by the stem's offset (:data:`bridge.pipeline.PART_OFFSET_LU`), limited under the ceiling.
+Levelling is generate's (:mod:`bridge.audio.post`): the part sits under the humans' loudness by the stem's
+offset (:data:`bridge.pipeline.PART_OFFSET_LU`, :func:`~bridge.audio.post.match_loudness`), its sample peaks
+limited under -1 dBFS (:func:`~bridge.audio.post.peak_limit`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.audio.loudness import integrated_loudness
-from bridge.audio.post import finish, loudness_target
+from bridge.audio.post import loudness_target, match_loudness, peak_limit
 from bridge.pipeline import DEFAULT_PART_OFFSET_LU, PART_OFFSET_LU
 
 SEAM_MS = 10.0
+CEILING_DB = -1.0  # sample peaks, as generate's; no true-peak pass here (its oversampling costs a third of
+# a part's time on a loaded 2-core machine, and the deadline matters more than a fraction of a dB between samples)
 
 
 def seam_samples(sample_rate: int) -> int:
@@ -44,7 +47,9 @@ def finish_part(
     part = np.zeros((2, length), dtype=np.float32)
     body = render[:, pre : pre + length]
     part[:, : body.shape[1]] = body
-    return finish(part, sample_rate, length, target_lufs=target, fade_out_ms=0.0)
+    if target is not None:
+        part = match_loudness(part, sample_rate, target)
+    return peak_limit(part, sample_rate, CEILING_DB)
 
 
 def tail(part: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -88,7 +88,7 @@ class JamSession:
         self.name = str(name)
         self.folder = Path(out_dir) / f"jam-{self.name}"
         self.clock = CycleClock(options)
-        self._hearing = Hearing(options.memory)
+        self._hearing = Hearing(options.memory, options.sample_rate)
         self._take = Take(options.on_late)
         self._last_index: int | None = None
         self._performance: Path | None = None
@@ -172,7 +172,7 @@ class JamSession:
 
     def estimate(self) -> float:
         """Seconds the engine takes for one cycle, measured on a synthetic one (this also warms it up)."""
-        hearing = Hearing(0)
+        hearing = Hearing(0, self.options.sample_rate)
         bpm = self.clock.bpm(self._last_index or 0)
         grid = self.options.grid(bpm)
         length = grid.samples_for_bars(self.options.bars)
