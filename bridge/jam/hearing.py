@@ -73,9 +73,8 @@ class Hearing:
     def _profile(self, audio: np.ndarray) -> np.ndarray:
         if audio.shape[1] < _PROFILE_FFT:
             return np.zeros(12)
-        profile = (
-            chroma(audio, self._rate, n_fft=_PROFILE_FFT, hop=_PROFILE_HOP).sum(axis=1).astype(np.float64)
-        )
+        frames = chroma(audio, self._rate, n_fft=_PROFILE_FFT, hop=_PROFILE_HOP)
+        profile: np.ndarray = frames.sum(axis=1).astype(np.float64)
         norm = float(np.linalg.norm(profile))
         return profile / norm if norm > 0 else profile
 
