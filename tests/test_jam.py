@@ -235,6 +235,15 @@ def test_a_late_part_is_reported_not_written_and_the_next_cycle_goes_on(tmp_path
     np.testing.assert_array_equal(performance[3 * L :].T, third.audio)
 
 
+@pytest.mark.parametrize("budget", [-1.0, float("nan"), "soon"])
+def test_a_bad_budget_is_refused_before_anything_changes(tmp_path: Path, budget: object) -> None:
+    session = session_for(tmp_path)
+    capture = cycles(band(120, BARS, C_MAJOR), session, 1)[0]
+    with pytest.raises(InvalidArgument, match=r"budget must be a number of seconds >= 0, got "):
+        session.answer(0, capture, budget=budget)  # type: ignore[arg-type]
+    assert session.answer(0, capture, budget=AMPLE).play_index == 1
+
+
 def test_a_cancelled_answer_is_late(tmp_path: Path) -> None:
     session = session_for(tmp_path)
     part = session.answer(

@@ -6,7 +6,9 @@ Arrays in, arrays and files out; no sockets, no threads (the daemon gives each s
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +71,8 @@ class _Deadline:
 class JamSession:
     """One jam: answers each of the humans' cycles with the AI's part for a later cycle.
 
+    Its methods may be called from different threads; they run one at a time.
+
     Args:
         options: the session's settings.
         engine: a loaded engine that can generate ``options.stem``.
@@ -92,6 +96,7 @@ class JamSession:
         self._take = Take(options.on_late)
         self._last_index: int | None = None
         self._performance: Path | None = None
+        self._lock = threading.Lock()  # one answer, estimate or stop at a time, whatever thread calls
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -121,9 +126,25 @@ class JamSession:
                 longer than the cycle, or ``bpm`` is out of range (the session is unchanged).
         """
         start = time.perf_counter()
+        with self._lock:
+            return self._answer(start, index, humans, bpm, budget, cancel)
+
+    def _answer(
+        self,
+        start: float,
+        index: int,
+        humans: np.ndarray,
+        bpm: float | None,
+        budget: float | None,
+        cancel: Callable[[], bool] | None,
+    ) -> JamPart:
         if self._performance is not None:
             raise InvalidArgument(f"jam session {self.name} is stopped; start a new one")
         index = self._check_index(index)
+        if budget is not None and not (
+            isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 0
+        ):
+            raise InvalidArgument(f"budget must be a number of seconds >= 0, got {budget!r}")
         humans = check_audio(humans, f"the humans' audio of cycle {index}", error=InvalidArgument)
         tempo = self.clock.bpm(index) if bpm is None else check_bpm(bpm)
         length = self.options.grid(tempo).samples_for_bars(self.options.bars)
@@ -155,14 +176,16 @@ class JamSession:
     def stop(self) -> Path:
         """Write the whole performance from bar 1 (``jam-<name>/performance.wav``); returns its path.
 
-        Calling it again returns the same path.
+        Calling it again returns the same path. A part being made meanwhile (on another thread) is finished
+        first and is in the performance.
         """
-        if self._performance is None:
-            audio = self._take.render(self.clock)
-            self._performance = write_audio_unique(
-                self.folder / "performance.wav", audio, self.options.sample_rate, bit_depth=32, position=0
-            )
-        return self._performance
+        with self._lock:
+            if self._performance is None:
+                audio = self._take.render(self.clock)
+                self._performance = write_audio_unique(
+                    self.folder / "performance.wav", audio, self.options.sample_rate, bit_depth=32, position=0
+                )
+            return self._performance
 
     @property
     def stopped(self) -> bool:
@@ -172,6 +195,10 @@ class JamSession:
 
     def estimate(self) -> float:
         """Seconds the engine takes for one cycle, measured on a synthetic one (this also warms it up)."""
+        with self._lock:
+            return self._estimate()
+
+    def _estimate(self) -> float:
         hearing = Hearing(0, self.options.sample_rate)
         bpm = self.clock.bpm(self._last_index or 0)
         grid = self.options.grid(bpm)
