@@ -90,6 +90,19 @@ def test_a_missing_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[st
     assert err == f"stembridge jam: error: audio file not found: {missing}; check the path\n"
 
 
+def test_a_silent_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros((SR, 2), dtype=np.float32), SR)
+    out_dir = tmp_path / "out"
+    code, _, err = run(
+        capsys, "jam", "--input", str(silent), "--stem", "bass", "--bpm", "120", "--out", str(out_dir)
+    )
+    assert code == 2 and not out_dir.exists()
+    assert err == (
+        "stembridge jam: error: the humans' audio is silent throughout; give a recording of the band to jam with\n"
+    )
+
+
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["jam", "--help"])

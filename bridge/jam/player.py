@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bridge.audio.analysis import is_silent
+from bridge.errors import InvalidArgument
 from bridge.jam.session import JamPart, JamSession
 
 
@@ -61,7 +63,14 @@ def play(
     Args:
         realtime: wait for each cycle's moment (``lead`` before its end) as if it were played live.
         on_part: told each part as it comes (for printing progress).
+
+    Raises:
+        InvalidArgument: ``humans`` is silent throughout (nothing to jam with; nothing is written).
     """
+    if is_silent(humans):
+        raise InvalidArgument(
+            "the humans' audio is silent throughout; give a recording of the band to jam with"
+        )
     run = JamRun()
     clock = session.clock
     start = time.perf_counter()
