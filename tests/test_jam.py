@@ -176,23 +176,29 @@ def test_a_bpm_change_applies_from_its_cycle_on(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- seams, level
 
 
-def test_seams_have_no_jump_and_no_dip(tmp_path: Path) -> None:
-    session = session_for(tmp_path, stem="pad", memory=0)
+@pytest.mark.parametrize(("stem", "level"), [("pad", True), ("lead", True), ("bass", True), ("keys", False)])
+def test_seams_have_no_jump_and_no_dip(tmp_path: Path, stem: str, level: bool) -> None:
+    """At the seam the waveform steps no more than inside the parts, and the level dips no deeper than at the
+    parts' own bar lines (a pad swells in from silence at the start of every render: without the pre-roll
+    bar its seams fall to a fortieth of its level). The keys are left out of the level check: their writer
+    phrases the last bar of a part differently (a breath before the line, as at the end of any loop)."""
+    session = session_for(tmp_path, stem=stem, memory=0)
     humans = band(120, BARS * 4, C_MAJOR)
     parts = [session.answer(k, c, budget=AMPLE).audio for k, c in enumerate(cycles(humans, session, 3))]
     assert all(p is not None for p in parts)
-    for before, after in zip(parts, parts[1:], strict=False):
-        assert before is not None and after is not None
-        joined = np.concatenate([before, after], axis=1)[0].astype(np.float64)
-        seam = before.shape[1]
-        steps = np.abs(np.diff(joined))
-        jump = steps[seam - 1]
-        assert jump <= np.percentile(steps[seam - 4410 : seam + 4410], 99), "a click at the seam"
-        window = 441  # 10 ms
-        rms = np.sqrt(np.convolve(joined**2, np.ones(window) / window, mode="valid"))
-        around = rms[seam - 4 * window : seam + 2 * window]
-        nearby = rms[seam - 30 * window : seam + 30 * window]
-        assert around.min() >= 0.5 * np.median(nearby), "a level dip at the seam"
+    joined = np.concatenate(parts, axis=1)[0].astype(np.float64)  # type: ignore[arg-type]
+    L, bar = session.clock.samples(0), session.clock.samples(0) // BARS
+    steps = np.abs(np.diff(joined))
+    window = 441  # 10 ms
+    rms = np.sqrt(np.convolve(joined**2, np.ones(window) / window, mode="same"))
+
+    def dip(line: int) -> float:  # the quietest 10 ms from 40 ms before a bar line to 20 ms after it
+        return float(rms[line - 4 * window : line + 2 * window].min())
+
+    inside = [dip(k * L + b * bar) for k in range(3) for b in range(1, BARS)]
+    for seam in (L, 2 * L):
+        assert steps[seam - 1] <= np.percentile(steps[seam - 4410 : seam + 4410], 99), "a click at the seam"
+        assert not level or dip(seam) >= 0.5 * min(inside), "a level dip at the seam"
 
 
 def test_parts_sit_under_the_humans_level(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ The part is what follows, so its head already holds what a player's previous bar
 release, a reverb tail) and its downbeat is attacked once, as at any bar line inside a part; an engine that
 starts every render from silence would otherwise open each part with a hole. The pre-roll itself is dropped.
 
-At the seam, the part's first :data:`SEAM_MS` are crossfaded from the previous part's **tail**, the previous
-part's last samples mirrored (how it goes on past its bar line: the same value at the seam, the same level),
-so the waveform never jumps. After a rest the tail is silence, which makes the crossfade a short fade-in.
+At the seam, the step between the previous part's last sample and this part's first is taken out of this
+part's head, fading over :data:`SEAM_MS` (a smooth bend under 100 Hz, no click): the waveform goes on from
+where the previous part left it, and the part's own downbeat attack is kept whole (a crossfade would soften
+it). After a rest the previous part is silence, so a part starts from zero.
 
 Levelling is generate's (:mod:`bridge.audio.post`): the part sits under the humans' loudness by the stem's
 offset (:data:`bridge.pipeline.PART_OFFSET_LU`, :func:`~bridge.audio.post.match_loudness`), its sample peaks
@@ -52,19 +53,13 @@ def finish_part(
     return peak_limit(part, sample_rate, CEILING_DB)
 
 
-def tail(part: np.ndarray, sample_rate: int) -> np.ndarray:
-    """How ``part`` ``[2, L]`` goes on past its end, for the next seam: its last samples mirrored."""
-    seam = min(part.shape[1], seam_samples(sample_rate))
-    return np.ascontiguousarray(part[:, part.shape[1] - seam :][:, ::-1])
-
-
 def join(part: np.ndarray, before: np.ndarray | None, sample_rate: int) -> np.ndarray:
-    """``part`` ``[2, L]`` with its head crossfaded from ``before``, the part that plays before it (None:
-    silence), continued past its end by :func:`tail`."""
-    lead_in = None if before is None else tail(before, sample_rate)
-    seam = min(part.shape[1], seam_samples(sample_rate) if lead_in is None else lead_in.shape[1])
-    start = np.zeros((part.shape[0], seam), dtype=np.float32) if lead_in is None else lead_in[:, :seam]
-    ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(seam) / seam)).astype(np.float32)
+    """``part`` ``[2, L]`` bent at its head onto the end of ``before``, the part that plays before it (None:
+    silence): the step between the two is added to the head and faded out over :data:`SEAM_MS`."""
+    seam = min(part.shape[1], seam_samples(sample_rate))
+    end = np.zeros(part.shape[0], dtype=np.float32) if before is None else before[:, -1]
+    step = end - part[:, 0]
+    fade = (0.5 + 0.5 * np.cos(np.pi * np.arange(seam) / seam)).astype(np.float32)  # 1 -> 0
     out: np.ndarray = part.copy()
-    out[:, :seam] = start * (1.0 - ramp) + part[:, :seam] * ramp
+    out[:, :seam] += step[:, None] * fade[None, :]
     return out
