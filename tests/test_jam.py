@@ -20,7 +20,7 @@ from bridge.audio.timing import Grid, TimeSignature
 from bridge.engines.base import GenerateSpec, ProgressCallback
 from bridge.engines.builtin import BuiltinEngine
 from bridge.errors import InvalidArgument, UnsupportedOperation
-from bridge.jam import JamOptions, JamSession
+from bridge.jam import JamOptions, JamSession, seams
 from bridge.jam.hearing import Hearing
 from tests import synth
 
@@ -199,6 +199,18 @@ def test_seams_have_no_jump_and_no_dip(tmp_path: Path, stem: str, level: bool) -
     for seam in (L, 2 * L):
         assert steps[seam - 1] <= np.percentile(steps[seam - 4410 : seam + 4410], 99), "a click at the seam"
         assert not level or dip(seam) >= 0.5 * min(inside), "a level dip at the seam"
+
+
+def test_a_join_starts_where_the_previous_part_ends_and_keeps_the_rest() -> None:
+    n, seam = 4410, 441
+    t = np.arange(n) / SR
+    before = np.stack([np.full(n, 0.85), np.full(n, -0.3)]).astype(np.float32)
+    part = (0.85 * np.stack([-np.cos(2 * np.pi * 5000 * t), np.sin(2 * np.pi * 220 * t)])).astype(np.float32)
+    joined = seams.join(part, before, SR)
+    np.testing.assert_array_equal(joined[:, 0], before[:, -1])  # no step at the seam
+    np.testing.assert_array_equal(joined[:, seam:], part[:, seam:])  # only the head is bent
+    assert np.abs(joined).max() <= 10 ** (seams.CEILING_DB / 20) + 1e-6  # even where the bend rides a peak
+    np.testing.assert_array_equal(seams.join(part, None, SR)[:, 0], [0.0, 0.0])  # after a rest: from zero
 
 
 def test_parts_sit_under_the_humans_level(tmp_path: Path) -> None:

@@ -55,11 +55,14 @@ def finish_part(
 
 def join(part: np.ndarray, before: np.ndarray | None, sample_rate: int) -> np.ndarray:
     """``part`` ``[2, L]`` bent at its head onto the end of ``before``, the part that plays before it (None:
-    silence): the step between the two is added to the head and faded out over :data:`SEAM_MS`."""
+    silence): the step between the two is added to the head and faded out over :data:`SEAM_MS` (and the head
+    clipped at the ceiling in the rare case where that rides a peak over it; the seam itself never moves)."""
     seam = min(part.shape[1], seam_samples(sample_rate))
     end = np.zeros(part.shape[0], dtype=np.float32) if before is None else before[:, -1]
     step = end - part[:, 0]
     fade = (0.5 + 0.5 * np.cos(np.pi * np.arange(seam) / seam)).astype(np.float32)  # 1 -> 0
     out: np.ndarray = part.copy()
     out[:, :seam] += step[:, None] * fade[None, :]
+    ceiling = np.float32(10.0 ** (CEILING_DB / 20.0))
+    np.clip(out[:, :seam], -ceiling, ceiling, out=out[:, :seam])  # where the bend rides a peak over it (rare)
     return out
