@@ -83,6 +83,18 @@ class Jam(OscPeer):
     def answer(self, session: str) -> tuple[str, list[Any]]:
         return self.wait_for(session, jp.PART, jp.LATE)
 
+    def takes(self, *sessions: str) -> dict[str, str]:
+        """The ``stopped`` replies of ``sessions``, in whatever order they come: session -> take."""
+        seen: dict[str, str] = {}
+        while True:
+            seen.update(
+                {a[0]: a[1] for address, a in self.received if address == jp.STOPPED and a[0] in sessions}
+            )
+            missing = [s for s in sessions if s not in seen]
+            if not missing:
+                return seen
+            self.wait_for(missing[0], jp.STOPPED)
+
 
 @pytest.fixture()
 def daemon(settings: Settings) -> Iterator[DaemonThread]:
@@ -178,7 +190,7 @@ def test_stopping_the_daemon_stops_every_session_and_writes_their_takes(
             jam.request(jp.CYCLE, "c0", first, 0, cycle_file(tmp_path, 0, 4000))
             assert jam.answer(first)[0] == jp.PART
             d.stop()
-            takes = {jam.wait_for(s, jp.STOPPED)[1][1] for s in (first, second)}
+            takes = set(jam.takes(first, second).values())
         finally:
             jam.close()
     root = settings.out_dir.resolve()
@@ -394,6 +406,19 @@ def test_bad_starts_get_errors(jam: Jam, tmp_path: Path, settings: Settings) -> 
             assert got[1] == message
     assert "out must be a folder inside the render folder" in _last_error(jam, "bad6")
     assert not list(outside.iterdir())
+    jam.request(jp.STOP, "x", session)
+    jam.wait_for(session, jp.STOPPED)
+
+
+def test_a_start_the_engine_cannot_serve_is_refused_and_its_request_id_stays_free(jam: Jam) -> None:
+    jam.request(jp.START, "s1", "vocals", *SLOW)
+    assert jam.error("s1") == (
+        "unsupported",
+        "the builtin engine cannot generate 'vocals'; it knows bass, drums, keys, pad, lead (vocals, guitar, "
+        "piano and other need the musicgen engine: pip install 'stembridge[models]', then stembridge models "
+        "pull musicgen-small)",
+    )
+    session = jam.start("s1", *SLOW)  # the failed start took no session
     jam.request(jp.STOP, "x", session)
     jam.wait_for(session, jp.STOPPED)
 

@@ -55,6 +55,7 @@ class _Live:
     timing: Timing
     worker: JamWorker | None = None  # None while its folder is being checked
     last_index: int = -1
+    started: bool = False
 
 
 class JamService:
@@ -149,7 +150,9 @@ class JamService:
             if self._closing:
                 raise Busy("the daemon is shutting down; start the session again when it is back")
         except (StembridgeError, asyncio.TimeoutError) as exc:
-            self._live.pop(session, None)
+            live = self._live.pop(session, None)
+            if live is not None:  # it never started: its request id may be sent again
+                self._used.pop(live.key, None)
             if not isinstance(exc, StembridgeError):
                 exc = AudioReadError(
                     f"checking the out folder took longer than {self._check_timeout:g} s; is its disk asleep "
@@ -252,8 +255,12 @@ class JamService:
 
     def _deliver(self, event: JamEvent) -> None:
         to = event.reply
+        if event.kind == "started" and event.session in self._live:
+            self._live[event.session].started = True
         if event.kind in ("stopped", "failed"):
             live = self._live.pop(event.session, None)
+            if live is not None and not live.started:  # it never started: its request id may be sent again
+                self._used.pop(live.key, None)
             if event.kind == "stopped" and live is not None:
                 self._stopped[event.session] = (live.owner, event.path)
                 while len(self._stopped) > STOPPED_KEPT:
