@@ -372,10 +372,9 @@ def open_session(
     thread without locks, and sharing one would make a cycle wait for a batch job. Blocking: call it on the
     worker thread.
     """
+    from bridge.engines.base import load_engine
     from bridge.jam.options import JamOptions
     from bridge.jam.session import JamSession
-
-    from bridge.engines.base import load_engine
     from bridge.jobs import outdir
 
     jam_options = JamOptions(**options)
