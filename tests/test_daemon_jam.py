@@ -180,6 +180,25 @@ def test_a_client_silent_for_four_cycles_is_stopped_and_its_take_written(jam: Ja
     assert jam.error("c1")[1].startswith(f"session {session} is stopped")
 
 
+def test_silence_counts_from_started_not_from_the_engine_loading(settings: Settings, tmp_path: Path) -> None:
+    def slow_load(
+        session: str, options: dict[str, Any], engine: str, model: str | None, out: str
+    ) -> JamSession:
+        time.sleep(3.0)  # a model loading: longer than 4 cycles of 0.6 s
+        return JamSession(JamOptions(**options), BuiltinEngine(), Path(out), session)
+
+    with DaemonThread(settings, discovery=False, jam=slow_load) as d:
+        jam = Jam(d.port)
+        try:
+            session = jam.start("s1", "bpm", 400, "bars", 1, "samplerate", SR, "lag", 2)
+            jam.request(jp.CYCLE, "c0", session, 0, cycle_file(tmp_path, 0, 2000))
+            address, args = jam.answer(session)
+            assert (address, args[1]) == (jp.PART, 3)
+            assert not [a for a, _ in jam.received if a == jp.STOPPED]
+        finally:
+            jam.close()
+
+
 def test_stopping_the_daemon_stops_every_session_and_writes_their_takes(
     settings: Settings, tmp_path: Path
 ) -> None:

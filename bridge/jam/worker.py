@@ -249,6 +249,7 @@ class JamWorker:
                 self._event("failed", request_id=self._request_id, code=StembridgeError.code, message=message)
             )
             return
+        self.heard()  # loading a model can take longer than 4 cycles: silence counts from `started`
         self._emit(self._event("started", request_id=self._request_id, seconds=estimate))
         if advice:
             self._emit(self._event("advice", text=advice))
