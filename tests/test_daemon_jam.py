@@ -442,6 +442,42 @@ def test_a_start_the_engine_cannot_serve_is_refused_and_its_request_id_stays_fre
     jam.wait_for(session, jp.STOPPED)
 
 
+@pytest.mark.parametrize(
+    ("address", "args", "message"),
+    [
+        (jp.START, [], "/stembridge/jam/start needs the stem after reply_port and request_id"),
+        (jp.START, ["bass", "bpm"], "options must come as key value pairs; the string 'bpm' has no value"),
+        (jp.START, [b"\x00\x01", "bpm", 120], "stem must be a string, got a blob of 2 bytes"),
+        (jp.START, ["bass", "bpm", 120, "bpm", 90], "option 'bpm' given twice; give it once"),
+        (
+            jp.CYCLE,
+            ["abc"],
+            "/stembridge/jam/cycle needs the index and the path after reply_port and request_id",
+        ),
+        (
+            jp.CYCLE,
+            ["abc", 1.5, "/x.wav"],
+            "index must be a whole number between 0 and 2147483647, got the float 1.5",
+        ),
+        (
+            jp.CYCLE,
+            ["abc", -1, "/x.wav"],
+            "index must be a whole number between 0 and 2147483647, got the int -1",
+        ),
+        (jp.CYCLE, ["abc", 0, "/x.wav", "seed", 3], "unknown option 'seed' for jam/cycle; use bpm, token"),
+        (jp.STOP, [], "/stembridge/jam/stop needs the session after reply_port and request_id"),
+        (jp.STOP, [True], "session must be a string, got the boolean true"),
+    ],
+)
+def test_malformed_jam_requests_get_one_error_each(
+    jam: Jam, address: str, args: list[Any], message: str
+) -> None:
+    jam.request(address, "r1", *args)
+    assert jam.error("r1") == ("invalid_argument", message)
+    jam.request(protocol.PING, "p1")
+    jam.wait_for("p1", protocol.PONG)
+
+
 def _last_error(jam: Jam, rid: str) -> str:
     return next(
         str(args[2]) for address, args in jam.received if address == protocol.ERROR and args[0] == rid
