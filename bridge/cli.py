@@ -251,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     from bridge.cli_daemon import add_commands
+    from bridge.cli_jam import add_command as add_jam
 
-    handlers = {**COMMANDS, **add_commands(sub)}
+    handlers = {**COMMANDS, **add_jam(sub), **add_commands(sub)}
     for name, handler in handlers.items():
         sub.choices[name].set_defaults(handler=handler)
     return parser
@@ -578,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     # The commands here write audio files: SIGTERM and SIGHUP remove what they were writing, as Ctrl-C does.
     # The daemon's commands (bridge.cli_daemon) write none, and `serve` handles its signals itself.
-    cleanup = termination_raises() if args.command in COMMANDS else contextlib.nullcontext()
+    writes = args.command in COMMANDS or args.command == "jam"
+    cleanup = termination_raises() if writes else contextlib.nullcontext()
     try:
         with cleanup:
             handler: Callable[[argparse.Namespace], int] = args.handler

@@ -19,7 +19,9 @@ def _whole(value: object, name: str, low: int, high: int, fix: str) -> int:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise InvalidArgument(f"{name} must be a whole number between {low} and {high}, got {value!r}") from None
+        raise InvalidArgument(
+            f"{name} must be a whole number between {low} and {high}, got {value!r}"
+        ) from None
     if not math.isfinite(number) or number != int(number) or not low <= number <= high:
         raise InvalidArgument(f"{name} must be a whole number between {low} and {high}, got {value!r}; {fix}")
     return int(number)
@@ -70,8 +72,14 @@ class JamOptions:
         set_(self, "time_signature", TimeSignature.parse(self.time_signature))
         set_(self, "seed", _whole(self.seed, "seed", -(2**63), 2**63 - 1, "use a whole number"))
         set_(self, "prompt", str(self.prompt))
-        set_(self, "lag", _whole(self.lag, "lag", *LAG_RANGE, "use 0 (answer in the next cycle) or 1 on a GPU"))
-        set_(self, "memory", _whole(self.memory, "memory", *MEMORY_RANGE, "the AI hears up to 8 earlier cycles"))
+        set_(
+            self, "lag", _whole(self.lag, "lag", *LAG_RANGE, "use 0 (answer in the next cycle) or 1 on a GPU")
+        )
+        set_(
+            self,
+            "memory",
+            _whole(self.memory, "memory", *MEMORY_RANGE, "the AI hears up to 8 earlier cycles"),
+        )
         set_(self, "sample_rate", check_sample_rate(self.sample_rate))
         if str(self.on_late) not in ON_LATE:
             raise InvalidArgument(f"on_late must be 'repeat' or 'rest', got {self.on_late!r}")
@@ -83,7 +91,7 @@ class JamOptions:
         if not math.isfinite(lead) or not 0.0 < lead < quarters:
             raise InvalidArgument(
                 f"lead must be more than 0 and less than the cycle's {quarters:g} quarter notes, got "
-                f"{self.lead!r}; 1 (one beat) is the usual"
+                f"{lead:g}; 1 (one beat) is the usual"
             )
         set_(self, "lead", lead)
 

@@ -81,16 +81,14 @@ class JamSession:
 
     def __init__(self, options: JamOptions, engine: Engine, out_dir: Path, name: str) -> None:
         if not _NAME.match(str(name)):
-            raise InvalidArgument(
-                f"session name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}"
-            )
+            raise InvalidArgument(f"session name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
         engine.require_stems("generate", [options.stem])
         self.options = options
         self.engine = engine
         self.name = str(name)
         self.folder = Path(out_dir) / f"jam-{self.name}"
         self.clock = CycleClock(options)
-        self._hearing = Hearing(options.memory)
+        self._hearing = Hearing(options.memory, options.sample_rate)
         self._take = Take(options.on_late)
         self._last_index: int | None = None
         self._performance: Path | None = None
@@ -146,13 +144,13 @@ class JamSession:
         except Cancelled:
             return self._late(index, play, start, limit)
         with Publisher() as pub:
-            pub.add(self.folder / f"part-{play}.wav", part.audio, self.options.sample_rate, bit_depth=32)
+            pub.add(self.folder / f"part-{play}.wav", part, self.options.sample_rate, bit_depth=32)
             spent = time.perf_counter() - start
             if spent > limit:
                 return self._late(index, play, start, limit)
             path = pub.publish(retry=True)[0]
         self._take.record(play, part)
-        return JamPart(index, play, part.audio, spent, (limit - spent) * 1000.0, False, path)
+        return JamPart(index, play, part, spent, (limit - spent) * 1000.0, False, path)
 
     def stop(self) -> Path:
         """Write the whole performance from bar 1 (``jam-<name>/performance.wav``); returns its path.
@@ -174,14 +172,15 @@ class JamSession:
 
     def estimate(self) -> float:
         """Seconds the engine takes for one cycle, measured on a synthetic one (this also warms it up)."""
-        hearing = Hearing(0)
-        length = self.clock.samples(0)
-        humans = _synthetic_cycle(self.clock.captured(0), self.options.sample_rate, self.clock.bpm(0))
+        hearing = Hearing(0, self.options.sample_rate)
+        bpm = self.clock.bpm(self._last_index or 0)
+        grid = self.options.grid(bpm)
+        length = grid.samples_for_bars(self.options.bars)
+        captured = length - int(round(self.options.lead * grid.samples_per_quarter))
+        humans = _synthetic_cycle(captured, self.options.sample_rate, bpm)
         hearing.add(0, humans, length)
         start = time.perf_counter()
-        render = self._render(hearing.context(length, None), self.clock.bpm(0))
-        rate = self.options.sample_rate
-        seams.finish_part(render, length, rate, seams.target_lufs(humans, rate, self.options.stem))
+        self._part(hearing, humans, bpm, None)
         return time.perf_counter() - start
 
     def advice(self, seconds: float) -> str | None:
@@ -227,28 +226,33 @@ class JamSession:
             )
         return int(index)
 
-    def _make(self, play: int, humans: np.ndarray, progress: _Deadline) -> seams.Finished:
-        """The part for cycle ``play``: hear, render one bar more, level, join to what plays before it."""
+    def _make(self, play: int, humans: np.ndarray, progress: _Deadline) -> np.ndarray:
+        """The part ``[2, L]`` for cycle ``play``: hear, render, level, join to what plays before it."""
         rate = self.options.sample_rate
-        length = self.clock.samples(play)
         before = self._take.played(play - 1)
-        context = self._hearing.context(length, None if before is None else before.audio)
-        render = self._render(context, self.clock.bpm(play), progress)
-        done = seams.finish_part(render, length, rate, seams.target_lufs(humans, rate, self.options.stem))
-        tail = None if before is None else before.tail
-        return seams.Finished(seams.join(done.audio, tail, rate), done.tail)
+        part = self._part(self._hearing, humans, self.clock.bpm(play), before, progress)
+        return seams.join(part, before, rate)
 
-    def _render(
-        self, context: np.ndarray, bpm: float, progress: _Deadline | None = None
+    def _part(
+        self,
+        hearing: Hearing,
+        humans: np.ndarray,
+        bpm: float,
+        before: np.ndarray | None,
+        progress: _Deadline | None = None,
     ) -> np.ndarray:
-        """The engine's take ``[2, bars + 1]`` over ``context`` at the session's rate."""
+        """The engine's part over what ``hearing`` holds at ``bpm``, levelled under ``humans``; not joined."""
         o = self.options
         rate = o.sample_rate
+        grid = o.grid(bpm)
+        length, bar = grid.samples_for_bars(o.bars), grid.samples_for_bars(1)
+        context = hearing.context(length, bar, before)
         work_rate = self.engine.sample_rate or rate
         spec = GenerateSpec(o.stem, bpm, o.bars + 1, o.time_signature, o.prompt, o.seed)
         work = resample(context, rate, work_rate) if work_rate != rate else context
         take = self.engine.generate(work, work_rate, spec, progress)[0]
-        return resample(take, work_rate, rate) if work_rate != rate else take
+        render = resample(take, work_rate, rate) if work_rate != rate else take
+        return seams.finish_part(render, bar, length, rate, seams.target_lufs(humans, rate, o.stem))
 
     def _late(self, index: int, play: int, start: float, limit: float) -> JamPart:
         spent = time.perf_counter() - start

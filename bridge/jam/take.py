@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.jam.clock import CycleClock
-from bridge.jam.seams import Finished
 
 
 class Take:
@@ -19,18 +18,18 @@ class Take:
 
     def __init__(self, on_late: str) -> None:
         self._repeat = on_late == "repeat"
-        self._parts: dict[int, Finished] = {}
+        self._parts: dict[int, np.ndarray] = {}
         self.last = -1  # the last cycle any answer was for (late ones included)
 
     def reach(self, play_index: int) -> None:
         """Note that cycle ``play_index`` was answered (on time or not)."""
         self.last = max(self.last, play_index)
 
-    def record(self, play_index: int, part: Finished) -> None:
+    def record(self, play_index: int, part: np.ndarray) -> None:
         self._parts[play_index] = part
         self.reach(play_index)
 
-    def played(self, index: int) -> Finished | None:
+    def played(self, index: int) -> np.ndarray | None:
         """The part heard in cycle ``index`` (None: the AI rested)."""
         part = self._parts.get(index)
         if part is not None or not self._repeat:
@@ -47,7 +46,7 @@ class Take:
             cycle = np.zeros((channels, length), dtype=np.float32)
             part = self.played(index)
             if part is not None:
-                n = min(length, part.audio.shape[1])
-                cycle[:, :n] = part.audio[:, :n]
+                n = min(length, part.shape[1])
+                cycle[:, :n] = part[:, :n]
             pieces.append(cycle)
         return np.concatenate(pieces, axis=1)
