@@ -47,6 +47,7 @@ from bridge.server import protocol
 from bridge.server.discovery import Advertiser
 from bridge.server.handlers import RequestHandler, event_reply
 from bridge.server.hotfolder import HotFolder, prepare_folders
+from bridge.server.jam import JamService, SessionFactory
 from bridge.server.lograte import LogLimiter
 from bridge.server.osc import PacketChannel, Replier, UdpEndpoint
 from bridge.server.tcp import Connections, TcpLimits, start_tcp_server
@@ -148,6 +149,7 @@ class Daemon:
         runner: runs jobs; the pipeline by default (tests pass a fake).
         shutdown_timeout: how long shutdown waits for the running job to reach its next chunk.
         discovery: advertise over mDNS; None follows the settings (on by default).
+        jam: makes jam sessions (tests pass one with a slow engine); the real one by default.
     """
 
     def __init__(
@@ -157,11 +159,14 @@ class Daemon:
         *,
         shutdown_timeout: float = 10.0,
         discovery: bool | None = None,
+        jam: SessionFactory | None = None,
     ) -> None:
         self.settings = settings
         self.port = 0
         self.advertiser: Advertiser | None = None
         self._runner = runner
+        self._jam_factory = jam
+        self._jam: JamService | None = None
         self._shutdown_timeout = shutdown_timeout
         self._discovery = discovery_wanted(settings, discovery)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,7 +219,10 @@ class Daemon:
             self._on_job_event,
             max_pending=self.settings.queue_size,
         )
-        handler = self._handler = RequestHandler(self.settings, self._queue, self._replier, self._logs)
+        self._jam = JamService(self.settings, self._replier, factory=self._jam_factory)
+        handler = self._handler = RequestHandler(
+            self.settings, self._queue, self._replier, self._logs, jam=self._jam
+        )
         await self._bind(handler)
         self._replier.attach(self._udp)
         self._queue.start()
@@ -363,6 +371,8 @@ class Daemon:
             self._tcp.close()
         if self._hotfolder is not None:  # take no new drops; jobs cancelled now leave their sources in place
             self._hotfolder.stop_scanning()
+        if self._jam is not None:  # each session writes its take and answers `stopped` while UDP is open
+            await self._jam.close(self._shutdown_timeout)
         if self._queue is not None:
             log.info("stopping: no new jobs; cancelling the running job and %d waiting", self._queue.pending)
             stopped = await asyncio.to_thread(self._queue.shutdown, self._shutdown_timeout)
@@ -437,8 +447,11 @@ class DaemonThread:
         *,
         shutdown_timeout: float = 10.0,
         discovery: bool | None = None,
+        jam: SessionFactory | None = None,
     ):
-        self.daemon = Daemon(settings, runner, shutdown_timeout=shutdown_timeout, discovery=discovery)
+        self.daemon = Daemon(
+            settings, runner, shutdown_timeout=shutdown_timeout, discovery=discovery, jam=jam
+        )
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="stembridge-daemon", daemon=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from typing import Any
 
 from bridge import __version__
@@ -24,7 +25,8 @@ from bridge.engines.base import engine_names
 from bridge.errors import AudioReadError, Cancelled, StembridgeError
 from bridge.jobs.queue import CANCEL_MESSAGE, JobEvent, JobQueue, JobStatus, ReplyTo
 from bridge.jobs.spec import JobSpec
-from bridge.server import protocol
+from bridge.server import jam_protocol, protocol
+from bridge.server.jam import JamService
 from bridge.server.lograte import LogLimiter
 from bridge.server.offload import Offloader
 from bridge.server.osc import PacketChannel, Replier, decode_packet
@@ -81,6 +83,7 @@ class RequestHandler:
         queue: where jobs go.
         replier: sends replies.
         logs: the rate-limited log.
+        jam: serves the jam requests (:mod:`bridge.server.jam`); without it they are refused.
         file_check_timeout: how long a job request's file checks may take before it is refused.
     """
 
@@ -91,9 +94,11 @@ class RequestHandler:
         replier: Replier,
         logs: LogLimiter,
         *,
+        jam: JamService | None = None,
         file_check_timeout: float = FILE_CHECK_TIMEOUT_S,
     ) -> None:
         self._settings = settings
+        self._jam = jam
         self._queue = queue
         self._replier = replier
         self._logs = logs
@@ -141,6 +146,11 @@ class RequestHandler:
         request: protocol.Request | None = None
         try:
             remote = not is_local(host)
+            if address in protocol.JAM_ADDRESSES and self._jam is not None:
+                received = time.monotonic()  # a cycle's budget counts from here
+                jam = jam_protocol.parse_jam(address, args, self._settings, remote=remote, roots=self._roots)
+                self._jam.handle(jam, ReplyTo(host, jam.reply_port, channel), received, remote)
+                return True  # parsed, its token right: the connection is in use
             request = protocol.parse_request(
                 address, args, self._settings, remote=remote, disk=False, roots=self._roots
             )

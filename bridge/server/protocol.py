@@ -53,6 +53,8 @@ DONE, ERROR, STATE = f"{PREFIX}/done", f"{PREFIX}/error", f"{PREFIX}/state"
 MADE = f"{PREFIX}/made"
 QUEUE = QUEUE_REPLY = f"{PREFIX}/queue"
 MODELS_REPLY = MODELS
+# The jam's requests (parsed in bridge.server.jam_protocol)
+JAM_ADDRESSES = (f"{PREFIX}/jam/start", f"{PREFIX}/jam/cycle", f"{PREFIX}/jam/stop")
 
 COMMANDS = ("ping", "separate", "generate", "vary", "cancel", "status", "models", "queue")
 JOB_COMMANDS = ("separate", "generate", "vary")
@@ -111,14 +113,15 @@ class Request:
         return replace(self, job=finish_job(self.pending, settings), pending=None)
 
 
-def _engine(value: Any) -> str:
+def engine_option(value: Any) -> str:
+    """The ``engine`` option: ``auto`` or a registered engine's name."""
     name = as_text("engine", value).strip().lower()
     if name != "auto" and name not in engine_names():
         raise UnknownEngine(f"unknown engine {name!r}; choose one of: auto, {', '.join(engine_names())}")
     return name
 
 
-def _model(value: Any) -> str:
+def model_option(value: Any) -> str:
     """A model by name only: a path could point the daemon at any checkpoint, and loading one runs its code."""
     name = as_text("model", value).strip()
     if (
@@ -193,8 +196,8 @@ def _bars(value: Any) -> int:
 
 Converter = Callable[[Any], Any]
 _OUTPUT: dict[str, tuple[str, Converter]] = {
-    "engine": ("engine", _engine),
-    "model": ("model", _model),
+    "engine": ("engine", engine_option),
+    "model": ("model", model_option),
     "precision": ("precision", lambda v: _precision(v)),
     "format": ("format", _format),
     "bitdepth": ("bit_depth", _bit_depth),
@@ -316,7 +319,7 @@ def command_of(address: str) -> str:
     """``/stembridge/separate`` -> ``separate``; raises InvalidArgument for an unknown address."""
     name = address[len(PREFIX) + 1 :] if address.startswith(PREFIX + "/") else ""
     if name not in COMMANDS:
-        known = ", ".join(f"{PREFIX}/{c}" for c in COMMANDS)
+        known = ", ".join([*(f"{PREFIX}/{c}" for c in COMMANDS), *JAM_ADDRESSES])
         raise InvalidArgument(f"unknown address {address!r}; use one of {known}")
     return name
 
