@@ -389,7 +389,7 @@ def test_a_model_name_never_loads_a_file_from_the_current_folder(
     """A daemon started in a folder holding checkpoints must not load them for a request naming them."""
     import shutil
 
-    from bridge.server.protocol import _model
+    from bridge.server.protocol import model_option as _model
 
     planted = tmp_path / "cwd"
     shutil.copytree(models_dir / "htdemucs", planted)  # htdemucs.yaml + <sig>.th, and the tiny musicgen:
