@@ -84,16 +84,18 @@ class Worker:
         self.engines = WarmEngines(config.memory_budget)
 
     def run(self, work: Work) -> Outcome:
-        try:
-            with tempfile.TemporaryDirectory(prefix="stembridge-batch-") as scratch:
-                return Outcome(work.index, self._run(work, Path(scratch)))
-        except StembridgeError as exc:
-            return Outcome(work.index, error=_one_line(exc.message))
-        except MemoryError:
-            return Outcome(work.index, error=memory_message(f"{work.item.task} {work.item.label}"))
-        except Exception as exc:  # one bad file must not stop the batch: report it and go on
-            log.exception("item %s failed", work.item.label)
-            return Outcome(work.index, error=_one_line(f"{type(exc).__name__}: {exc}"))
+        with tempfile.TemporaryDirectory(prefix="stembridge-batch-") as folder:
+            scratch = Path(folder)
+            try:
+                return Outcome(work.index, self._run(work, scratch))
+            except StembridgeError as exc:
+                error = exc.message
+            except MemoryError:
+                error = memory_message(f"{work.item.task} {work.item.label}")
+            except Exception as exc:  # one bad file must not stop the batch: report it and go on
+                log.exception("item %s failed", work.item.label)
+                error = f"{type(exc).__name__}: {exc}"
+            return Outcome(work.index, error=_as_given(error, work, scratch))
 
     def _run(self, work: Work, scratch: Path) -> tuple[File, ...]:
         from bridge.pipeline import OutputOptions
@@ -121,8 +123,16 @@ class Worker:
         return (*audio, *midi)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _as_given(error: str, work: Work, scratch: Path) -> str:
+    """``error`` on one line, naming the inputs by their paths on the driver, not by their copies here."""
+    if work.data is not None:
+        for copy, path in zip(_copies(work.item.inputs, scratch / "in"), work.item.inputs, strict=True):
+            error = error.replace(str(copy), str(path))
+    return " ".join(error.split())
+
+
+def _copies(paths: Sequence[Path], folder: Path) -> list[Path]:
+    return [folder / str(i) / path.name for i, path in enumerate(paths)]
 
 
 def _inputs(paths: Sequence[Path], data: Sequence[bytes] | None, folder: Path) -> list[Path]:
@@ -130,12 +140,10 @@ def _inputs(paths: Sequence[Path], data: Sequence[bytes] | None, folder: Path) -
     outputs), each in a folder of its own (context files may share a name)."""
     if data is None:
         return list(paths)
-    copies = []
-    for i, (path, content) in enumerate(zip(paths, data, strict=True)):
-        copy = folder / str(i) / path.name
+    copies = _copies(paths, folder)
+    for copy, content in zip(copies, data, strict=True):
         copy.parent.mkdir(parents=True)
         copy.write_bytes(content)
-        copies.append(copy)
     return copies
 
 

@@ -1,0 +1,107 @@
+"""stembridge batch on a real local Ray cluster the test starts (``ray.init(num_cpus=2)``), on loopback only:
+identical results to the local pool, a bad file, shared paths, an actor killed mid-item."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.batch.driver import run_batch
+from bridge.batch.executor import LocalPool
+from bridge.batch.items import separate_items
+from bridge.batch.work import WorkerConfig
+from tests.test_batch import files_under, write_song
+
+# Everything on 127.0.0.1: on Linux Ray binds the machine's IP unless this says not to. Ray reads it once, when it
+# is imported, so it is set before (the cluster's processes inherit it); .ci/run sets it too.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
+ray = pytest.importorskip("ray")
+
+from bridge.batch.ray_executor import RayExecutor  # noqa: E402  (after the skip: it needs ray)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A two-CPU Ray cluster on 127.0.0.1 (on Linux Ray binds the node's IP unless this variable says not to)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture()
+def items(tmp_path: Path) -> list[Any]:
+    root = tmp_path / "songs"
+    files = [(write_song(root / "a.wav", 0), ""), (write_song(root / "rock" / "b.wav", 1), "rock")]
+    bad = root / "rock" / "broken.wav"
+    bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+    files.append((bad, "rock"))
+    files.append((write_song(root / "rock" / "c.wav", 2), "rock"))
+    return separate_items(files, {"stems": ["drums", "bass"]})
+
+
+def local_run(items: list[Any], out: Path) -> Any:
+    with LocalPool(WorkerConfig(), 1) as pool:
+        return run_batch(items, ["builtin"] * len(items), out, pool)
+
+
+@pytest.mark.parametrize("shared_fs", [False, True])
+def test_ray_gives_what_the_local_pool_gives(
+    cluster: Any, items: list[Any], tmp_path: Path, shared_fs: bool
+) -> None:
+    local = local_run(items, tmp_path / "local")
+    with RayExecutor(cluster, WorkerConfig(), shared_fs=shared_fs) as executor:
+        assert executor.workers == 2
+        remote = run_batch(items, ["builtin"] * len(items), tmp_path / "ray", executor)
+    assert (remote.done, remote.failed) == (3, local.failed)
+    assert remote.failed[0]["input"].endswith("broken.wav")
+    made = files_under(tmp_path / "ray")
+    assert set(made) == {"a__drums.wav", "a__bass.wav"} | {
+        f"rock/{n}__{s}.wav" for n in "bc" for s in ("drums", "bass")
+    }
+    assert made == files_under(tmp_path / "local")
+
+
+def test_an_actor_killed_mid_item_is_retried_and_its_files_appear_once(
+    cluster: Any, items: list[Any], tmp_path: Path
+) -> None:
+    killed: list[str] = []
+
+    def kill_first(work: Any, actor: Any) -> None:
+        if not killed:
+            killed.append(work.item.label)
+            cluster.kill(actor)  # the item was just sent to it: it dies holding the item
+
+    with RayExecutor(cluster, WorkerConfig(), workers=2) as executor:
+        summary = run_batch(items, ["builtin"] * len(items), tmp_path / "ray", executor, on_start=kill_first)
+    assert killed == [items[0].label]
+    assert summary.done == 3 and [f["input"] for f in summary.failed] == [items[2].label]
+    assert [o["stem"] for o in summary.outputs if o["input"] == killed[0]] == ["drums", "bass"]
+    assert files_under(tmp_path / "ray") == files_under(_local(items, tmp_path))
+
+
+def _local(items: list[Any], tmp_path: Path) -> Path:
+    local_run(items, tmp_path / "local")
+    return tmp_path / "local"
+
+
+def test_an_actor_that_keeps_dying_fails_its_item_only(
+    cluster: Any, items: list[Any], tmp_path: Path
+) -> None:
+    def kill_a(work: Any, actor: Any) -> None:
+        if work.index == 0:
+            cluster.kill(actor)
+
+    with RayExecutor(cluster, WorkerConfig(), workers=2, retries=1) as executor:
+        summary = run_batch(items, ["builtin"] * len(items), tmp_path / "ray", executor, on_start=kill_a)
+    assert summary.done == 2
+    assert summary.failed[0]["input"] == items[0].label
+    assert summary.failed[0]["error"].startswith("its worker died while running it (ActorDiedError), 2 times")
+    assert not [p for p in files_under(tmp_path / "ray") if p.startswith("a__")]
