@@ -332,6 +332,17 @@ def test_bad_arguments_are_exit_2(capsys: pytest.CaptureFixture[str], library: P
         capsys, "batch", "separate", str(library), "--out", str(tmp_path / "o"), "--workers", "0"
     )
     assert (code, err) == (2, "stembridge batch: error: --workers must be 1 or more, got 0\n")
+    code, _, err = run(
+        capsys, "batch", "separate", str(library), "--out", str(tmp_path / "o"), "--cluster", "10.0.0.5"
+    )
+    assert code == 2
+    assert (
+        err
+        in (
+            "stembridge batch: error: --cluster must be ray://HOST:10001 or auto, got '10.0.0.5'\n",
+            "stembridge batch: error: --cluster needs Ray: pip install 'stembridge[cluster]'\n",  # without the extra
+        )
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -47,7 +47,14 @@ def connect(url: str) -> Any:
         raise InvalidArgument(f"--cluster must be ray://HOST:10001 or auto, got {url!r}")
     try:
         ray.init(address=url, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except ValueError as exc:
+        if "ray[client]" not in str(exc):
+            raise InvalidArgument(f"--cluster {url}: {exc}") from None
+        raise EngineUnavailable(
+            f"--cluster {url} connects through Ray Client: pip install 'ray[client]' (the version of the extra), "
+            "or run the batch on a machine of the cluster with --cluster auto"
+        ) from None
+    except (ConnectionError, RuntimeError) as exc:
         where = os.environ.get("RAY_ADDRESS", "RAY_ADDRESS (unset)") if url == "auto" else url
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidArgument(
