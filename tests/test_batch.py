@@ -141,11 +141,34 @@ def test_a_second_run_skips_what_is_done(
     assert (report["done"], report["skipped"]) == (1, 3)
     assert set(files_under(out)) == EXPECTED | {"rock/d__drums.wav", "rock/d__bass.wav"}
     assert {p: (out / p).stat().st_ino for p in EXPECTED} == before  # not written again
-    write_song(library / "a.wav", 5)  # new content under the same name: done again
-    (out / "a__drums.wav").unlink()
-    (out / "a__bass.wav").unlink()
+
+
+def test_a_changed_input_or_a_deleted_output_is_done_again_under_the_same_names(
+    capsys: pytest.CaptureFixture[str], library: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "stems"
+    separate(capsys, library, out)
+    first = files_under(out)
+    write_song(library / "a.wav", 5)  # exported again with other content: its stems are replaced, not doubled
     code, report = separate(capsys, library, out)
-    assert (report["done"], report["skipped"]) == (1, 3)
+    assert (code, report["done"], report["skipped"]) == (0, 1, 2)
+    second = files_under(out)
+    assert set(second) == EXPECTED
+    assert second["a__drums.wav"] != first["a__drums.wav"]
+    assert second["rock/b__drums.wav"] == first["rock/b__drums.wav"]
+
+    (out / "rock" / "b__bass.wav").unlink()  # one output deleted: the item is done again, no b__drums-2.wav
+    code, report = separate(capsys, library, out)
+    assert (code, report["done"], report["skipped"]) == (0, 1, 2)
+    assert files_under(out) == second
+
+    (out / "a__bass.wav").unlink()  # a file the user put under an output's name is never removed
+    (out / "a__bass.wav").write_bytes(b"mine")
+    (out / "a__drums.wav").unlink()
+    code, report = separate(capsys, library, out)
+    assert code == 0
+    assert (out / "a__bass.wav").read_bytes() == b"mine"
+    assert (out / "a__bass-2.wav").read_bytes() == second["a__bass.wav"]
 
 
 def test_an_item_cut_off_while_publishing_is_undone_and_redone(

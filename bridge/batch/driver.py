@@ -20,7 +20,7 @@ from bridge.audio.writer import Publisher
 from bridge.batch.executor import Executor, StartHook
 from bridge.batch.items import Item
 from bridge.batch.report import BatchBar, Summary
-from bridge.batch.state import State, item_key
+from bridge.batch.state import State, item_key, written
 from bridge.batch.work import File, Work
 from bridge.errors import StembridgeError
 
@@ -141,6 +141,7 @@ def run_batch(
                 continue
             summary.skipped += 1
             summary.outputs += [_output(item, o["stem"], out / o["path"]) for o in outputs]
+        others = {k for k in keys if k is not None}
         bar = BatchBar(len(items), summary.skipped, enabled=progress)
         try:
             for outcome in executor.run(todo, on_start):
@@ -148,14 +149,14 @@ def run_batch(
                 error = outcome.error
                 if error is None:
                     try:
+                        state.retire(item.label, keep=others - {key})
                         published = _publish(state, key, out / item.folder, outcome.files)
                     except StembridgeError as exc:
                         error = exc.message
+                    except OSError as exc:
+                        error = f"cannot replace the earlier outputs of {item.label}: {exc}"
                     else:
-                        outputs = [
-                            {"stem": stem, "path": path.relative_to(out).as_posix()}
-                            for stem, path in published
-                        ]
+                        outputs = [_recorded(out, stem, path) for stem, path in published]
                         if key is not None:
                             state.finish(key, item, outputs)
                         summary.done += 1
@@ -167,6 +168,12 @@ def run_batch(
         finally:
             bar.close()
     return summary
+
+
+def _recorded(out: Path, stem: str, path: Path) -> dict[str, Any]:
+    """An output as the state file records it: relative to ``out``, with what proves a file there still the one
+    written (:func:`bridge.batch.state.written`)."""
+    return {"stem": stem, "path": path.relative_to(out).as_posix(), **written(path)}
 
 
 def _output(item: Item, stem: str, path: Path) -> dict[str, str]:

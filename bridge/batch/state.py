@@ -7,8 +7,14 @@ in one ``write`` and flushed to disk before the driver goes on:
 
 - ``{"plan": KEY, "files": [...]}``: the item's files are about to be published (the names reserved; each
   file as :meth:`bridge.audio.writer.Staged.to_dict` gives it);
-- ``{"done": KEY, "input": ..., "outputs": [{"stem", "path"}, ...]}``: they are (paths relative to the folder);
-- ``{"failed": KEY, "input": ..., "error": ...}``: the item failed (it is tried again next time).
+- ``{"done": KEY, "input": ..., "outputs": [{"stem", "path", "inode", "size", "mtime_ns"}, ...]}``: they are (paths relative to the
+  folder);
+- ``{"failed": KEY, "input": ..., "error": ...}``: the item failed (it is tried again next time);
+- ``{"retired": KEY}``: the item's files were removed, superseded by a new result for the same input.
+
+An input done again (its content or the options changed, or one of its outputs was deleted) supersedes its
+earlier result: :meth:`State.retire` removes the earlier files that are still the ones the batch wrote (same
+inode, size and modification time), so the new ones take their names instead of ``-2`` copies beside them.
 
 A driver killed at any point leaves a log whose last line may be torn (ignored). The next run
 (:meth:`State.recover`) removes what a plan without its ``done`` left (:func:`bridge.jobs.leftovers.undo_publish`:
@@ -22,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,13 @@ def item_key(item: Item, engine: str) -> str | None:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def written(path: Path) -> dict[str, int]:
+    """What tells the file at ``path`` from another put under its name later: inode, size and modification time
+    (an inode alone is not enough: a file system gives a freed inode number to the next file)."""
+    st = os.lstat(path)
+    return {"inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 class State:
     """The state file of the output folder ``out``; one driver writes it at a time.
 
@@ -72,7 +85,8 @@ class State:
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.path = self.out / FOLDER / FILE
-        self.done: dict[str, list[dict[str, str]]] = {}
+        self.done: dict[str, list[dict[str, Any]]] = {}
+        self._inputs: dict[str, str] = {}  # key -> the input it was done for
         self._open_plans: dict[str, list[dict[str, Any]]] = {}
         self._fd: int | None = None
 
@@ -123,6 +137,9 @@ class State:
                 key = str(record["done"])
                 self._open_plans.pop(key, None)
                 self.done[key] = list(record.get("outputs") or [])
+                self._inputs[key] = str(record.get("input", ""))
+            elif "retired" in record:
+                self.done.pop(str(record["retired"]), None)
             elif "failed" in record:
                 self._open_plans.pop(str(record["failed"]), None)
 
@@ -143,7 +160,7 @@ class State:
         remove_temp_files(folders)
         return removed
 
-    def finished(self, key: str | None) -> list[dict[str, str]] | None:
+    def finished(self, key: str | None) -> list[dict[str, Any]] | None:
         """The recorded outputs of the item ``key`` when it is done and they are all still there; else None."""
         if key is None or key not in self.done:
             return None
@@ -152,11 +169,35 @@ class State:
             return outputs
         return None
 
+    def retire(self, label: str, keep: Collection[str] = ()) -> list[Path]:
+        """Remove the files of earlier results for the input ``label`` (before its new result is published),
+        only those still as the batch wrote them (:func:`written`); returns them.
+
+        Args:
+            keep: keys whose results stay whatever their input (the other items of the running batch: a
+                manifest line that moved keeps its result).
+        """
+        removed = []
+        done_for = [k for k, was in self._inputs.items() if was == label and k in self.done and k not in keep]
+        for key in done_for:
+            for output in self.done.pop(key):
+                path = self.out / output["path"]
+                try:
+                    ours = all(output.get(k) == v for k, v in written(path).items())
+                except OSError:
+                    continue
+                if ours:
+                    path.unlink()
+                    removed.append(path)
+            self._append({"retired": key})
+        return removed
+
     def planned(self, key: str, files: Sequence[Staged]) -> None:
         self._append({"plan": key, "files": [f.to_dict() for f in files]})
 
-    def finish(self, key: str, item: Item, outputs: Sequence[Mapping[str, str]]) -> None:
+    def finish(self, key: str, item: Item, outputs: Sequence[Mapping[str, Any]]) -> None:
         self.done[key] = [dict(o) for o in outputs]
+        self._inputs[key] = item.label
         self._append({"done": key, "input": item.label, "outputs": self.done[key]})
 
     def fail(self, key: str | None, item: Item, error: str) -> None:
