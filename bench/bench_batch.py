@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -54,11 +55,21 @@ def timed(label: str, items: list, executor: Executor, out: Path) -> float:
     return rate
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(name: str, make: Callable[[], Executor], items: list, root: Path, rates: dict) -> None:
-    """A cold run (the executor's workers start inside it), then a warm one on the same workers."""
+    """A cold run (the executor's workers start inside it), then a warm one on the same workers; for the local
+    pool also the CPU seconds its worker processes used, per item (counted once they have exited)."""
+    cpu, start = children_cpu(), time.perf_counter()
     with make() as executor:
         cold = timed(f"{name}, cold", items, executor, root / f"{name}-cold-{time.monotonic_ns()}")
         warm = timed(f"{name}, warm", items, executor, root / f"{name}-warm-{time.monotonic_ns()}")
+    if isinstance(executor, LocalPool):
+        used, wall = children_cpu() - cpu, time.perf_counter() - start
+        print(f"  {'':<28} workers' CPU {used / (2 * len(items)):.2f} s per item, {used / wall:.2f} cores busy")
     rates.setdefault((name, "cold"), []).append(cold)
     rates.setdefault((name, "warm"), []).append(warm)
 
