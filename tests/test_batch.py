@@ -389,3 +389,38 @@ def test_a_glob_mirrors_from_its_base_and_the_output_folder_is_never_an_input(
     names = {Path(o["path"]).relative_to(library / "g").as_posix() for o in json.loads(stdout)["outputs"]}
     assert {n.split("__")[0] for n in names} == {"b", "live/c"}
     assert not [n for n in names if n.startswith("rock/")]
+
+
+def test_default_workers_follow_cores_threads_and_memory() -> None:
+    from bridge.batch.driver import WORK_BYTES, default_workers
+
+    gib = 1 << 30
+    assert default_workers(["builtin"], [None], None, cores=8, available=64 * gib) == 8
+    assert default_workers(["builtin"], [None], 2, cores=8, available=64 * gib) == 4  # --threads 2 each
+    assert default_workers(["builtin"], [None], None, cores=8, available=3 * WORK_BYTES) == 3  # memory-bound
+    assert default_workers(["builtin"], [None], None, cores=8, available=0) == 1  # always one
+    # a torch engine uses every core by default: one worker; with --threads 2, four
+    assert default_workers(["demucs"], ["htdemucs"], None, cores=8, available=64 * gib) == 1
+    assert default_workers(["demucs"], ["htdemucs"], 2, cores=8, available=64 * gib) == 4
+    each = WORK_BYTES + 2 * 80 * (1 << 20)  # htdemucs: 80 MB of weights in the catalogue
+    assert default_workers(["demucs"], ["htdemucs"], 2, cores=8, available=2 * each) == 2
+
+
+def test_a_torn_last_line_of_the_state_file_is_ignored(library: Path, tmp_path: Path) -> None:
+    """A driver killed while appending leaves half a line: the next run reads what is whole and appends on a
+    line of its own."""
+    from bridge.batch.state import State
+
+    out = tmp_path / "out"
+    items = separate_items([(library / "a.wav", "")], {"stems": ["drums"]})
+    with LocalPool(WorkerConfig(), 1) as pool:
+        assert run_batch(items, ["builtin"], out, pool).done == 1
+    state = out / FOLDER / FILE
+    with state.open("ab") as f:
+        f.write(b'{"plan": "abc", "fi')
+    with LocalPool(WorkerConfig(), 1) as pool:
+        summary = run_batch(items, ["builtin"], out, pool)
+    assert (summary.done, summary.skipped) == (0, 1)
+    with State(out) as reread:
+        assert len(reread.done) == 1
+    assert state.read_bytes().endswith(b'"fi\n')
