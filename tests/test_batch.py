@@ -424,3 +424,11 @@ def test_a_torn_last_line_of_the_state_file_is_ignored(library: Path, tmp_path: 
     with State(out) as reread:
         assert len(reread.done) == 1
     assert state.read_bytes().endswith(b'"fi\n')
+
+
+def test_batch_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["batch"], ["batch", "separate"], ["batch", "run"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--help"])
+        assert exc.value.code == 0
+        assert "examples:" in capsys.readouterr().out
