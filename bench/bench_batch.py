@@ -69,7 +69,9 @@ def measure(name: str, make: Callable[[], Executor], items: list, root: Path, ra
         warm = timed(f"{name}, warm", items, executor, root / f"{name}-warm-{time.monotonic_ns()}")
     if isinstance(executor, LocalPool):
         used, wall = children_cpu() - cpu, time.perf_counter() - start
-        print(f"  {'':<28} workers' CPU {used / (2 * len(items)):.2f} s per item, {used / wall:.2f} cores busy")
+        print(
+            f"  {'':<28} workers' CPU {used / (2 * len(items)):.2f} s per item, {used / wall:.2f} cores busy"
+        )
     rates.setdefault((name, "cold"), []).append(cold)
     rates.setdefault((name, "warm"), []).append(warm)
 
