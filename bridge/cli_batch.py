@@ -138,8 +138,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     else:
         items = read_manifest(args.manifest, defaults)
     choice = EngineChoice(settings.engine, args.model, settings.models_dir, settings.allow_download)
-    engines = resolve_engines(items, choice)
-    with _executor(args, settings, items, engines) as executor:
+    if args.cluster is not None:  # the engines are resolved where they run: the cluster has the weights
+        executor = _cluster(args, settings)
+        engines = executor.resolve(items, choice)
+    else:
+        engines = resolve_engines(items, choice)
+        executor = _local_pool(args, settings, items, engines)
+    with executor:
         summary = run_batch(items, engines, args.out, executor, progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(summary.to_dict()))
@@ -148,28 +153,31 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
 
 
-def _executor(args: argparse.Namespace, settings: Any, items: list[Any], engines: list[str]) -> Any:
+def _cluster(args: argparse.Namespace, settings: Any) -> Any:
+    from bridge.batch.ray_executor import RayExecutor, connect
+    from bridge.batch.work import WorkerConfig
+    from bridge.jobs.warm import memory_budget
+
+    config = WorkerConfig(settings.models_dir, settings.engine_options(), memory_budget(settings))
+    return RayExecutor(
+        connect(args.cluster),
+        config,
+        workers=args.workers,
+        cpus=args.actor_cpus,
+        gpus=args.actor_gpus,
+        shared_fs=args.shared_fs,
+    )
+
+
+def _local_pool(args: argparse.Namespace, settings: Any, items: list[Any], engines: list[str]) -> Any:
     from bridge.batch.driver import default_workers, engine_threads, worker_settings
     from bridge.batch.executor import LocalPool
     from bridge.batch.work import WorkerConfig
     from bridge.jobs.warm import memory_budget
 
     models = [item.options.get("model") or args.model for item in items]
-    if args.cluster is not None:
-        from bridge.batch.ray_executor import RayExecutor, connect
-
-        config = WorkerConfig(settings.models_dir, settings.engine_options(), memory_budget(settings))
-        return RayExecutor(
-            connect(args.cluster),
-            config,
-            workers=args.workers,
-            cpus=args.actor_cpus,
-            gpus=args.actor_gpus,
-            shared_fs=args.shared_fs,
-        )
     cores = os.cpu_count() or 1
-    workers = args.workers or default_workers(engines, models, settings.threads)
-    workers = min(workers, len(items))
+    workers = min(args.workers or default_workers(engines, models, settings.threads), len(items))
     threads = settings.threads or max(
         1, min(cores // max(1, workers), max(engine_threads(e, None, cores) for e in engines))
     )

@@ -3,6 +3,7 @@ identical results to the local pool, a bad file, shared paths, an actor killed m
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from bridge.batch.driver import run_batch
+from bridge.batch.driver import EngineChoice, run_batch
 from bridge.batch.executor import LocalPool
 from bridge.batch.items import separate_items
 from bridge.batch.work import WorkerConfig
+from bridge.errors import UnknownEngine
 from tests.test_batch import files_under, write_song
 
 # Everything on 127.0.0.1: on Linux Ray binds the machine's IP unless this says not to. Ray reads it once, when it
@@ -105,3 +107,31 @@ def test_an_actor_that_keeps_dying_fails_its_item_only(
     assert summary.failed[0]["input"] == items[0].label
     assert summary.failed[0]["error"].startswith("its worker died while running it (ActorDiedError), 2 times")
     assert not [p for p in files_under(tmp_path / "ray") if p.startswith("a__")]
+
+
+def test_engines_are_resolved_on_the_cluster(cluster: Any, items: list[Any]) -> None:
+    with RayExecutor(cluster, WorkerConfig()) as executor:
+        assert executor.resolve(items, EngineChoice()) == ["builtin"] * len(items)
+        with pytest.raises(UnknownEngine, match="^unknown engine 'nope'; choose one of: auto, "):
+            executor.resolve(items, EngineChoice(engine="nope"))
+
+
+def test_the_command_runs_on_the_cluster_it_is_in(
+    cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--cluster auto`` from a process already in a cluster (as on a node of one): the same summary and files
+    as the local pool; a second run skips everything."""
+    from bridge.cli import main
+
+    write_song(tmp_path / "songs" / "a.wav", 0)
+    write_song(tmp_path / "songs" / "live" / "b.wav", 1)
+    reports = {}
+    for name, extra in (("local", []), ("ray", ["--cluster", "auto"]), ("ray-again", ["--cluster", "auto"])):
+        out = tmp_path / ("ray" if name == "ray-again" else name)
+        code = main(["batch", "separate", str(tmp_path / "songs"), "--out", str(out), "--json", *extra])
+        assert code == 0
+        reports[name] = json.loads(capsys.readouterr().out)
+    assert (reports["ray"]["done"], reports["ray"]["skipped"]) == (2, 0)
+    assert (reports["ray-again"]["done"], reports["ray-again"]["skipped"]) == (0, 2)
+    assert files_under(tmp_path / "ray") == files_under(tmp_path / "local")
+    assert len(files_under(tmp_path / "ray")) == 8

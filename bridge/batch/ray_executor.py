@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from bridge.batch.driver import EngineChoice, resolve_engines
 from bridge.batch.executor import DEFAULT_RETRIES, Executor, StartHook, died
+from bridge.batch.items import Item
 from bridge.batch.work import Outcome, Work, Worker, WorkerConfig
 from bridge.errors import EngineUnavailable, InvalidArgument, StembridgeError
 
@@ -109,8 +111,25 @@ class RayExecutor(Executor):
         self.retries = max(0, int(retries))
         self._ray = ray
         self._config = config
-        self._actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(BatchActor)
+        self._resources = {"num_cpus": cpus, "num_gpus": gpus}
+        self._actor_class = ray.remote(max_restarts=0, **self._resources)(BatchActor)
         self._actors: list[Any] = []
+
+    def resolve(self, items: Sequence[Item], choice: EngineChoice) -> list[str]:
+        """The engine of each item, resolved on the cluster (on a node like the actors', where the weights are;
+        ``auto`` on the driver would pick the built-in engine on a laptop without them).
+
+        Raises:
+            StembridgeError: as :func:`bridge.batch.driver.resolve_engines`.
+        """
+        task = self._ray.remote(**self._resources)(resolve_engines)
+        try:
+            engines: list[str] = self._ray.get(task.remote(items, choice))
+        except self._ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, StembridgeError):
+                raise exc.cause from None
+            raise
+        return engines
 
     def _spawn(self) -> Any:
         actor = self._actor_class.remote(self._config)
