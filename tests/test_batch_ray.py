@@ -135,3 +135,79 @@ def test_the_command_runs_on_the_cluster_it_is_in(
     assert (reports["ray-again"]["done"], reports["ray-again"]["skipped"]) == (0, 2)
     assert files_under(tmp_path / "ray") == files_under(tmp_path / "local")
     assert len(files_under(tmp_path / "ray")) == 8
+
+
+# --- the daemon on the cluster (stembridge serve --cluster) -------------------------------------------------
+
+
+def daemon_settings(tmp_path: Path) -> Any:
+    from bridge.config import Settings
+
+    return Settings(
+        out_dir=tmp_path / "renders", state_dir=tmp_path / "state", models_dir=tmp_path / "models", port=0
+    )
+
+
+def test_serve_on_the_cluster_answers_a_separate_request(cluster: Any, tmp_path: Path) -> None:
+    """Through the same OSC protocol: accepted, progress relayed from the actor, done with the files, which
+    are what the daemon's own pipeline writes."""
+    from bridge.jobs.cluster_runner import ClusterRunner
+    from bridge.pipeline import OutputOptions, separate_file
+    from bridge.server import protocol
+    from bridge.server.daemon import DaemonThread
+    from tests.test_daemon import OscPeer
+
+    song = write_song(tmp_path / "in" / "My Song.wav", 0)
+    settings = daemon_settings(tmp_path)
+    runner = ClusterRunner(settings, cluster)
+    try:
+        with DaemonThread(settings, runner, discovery=False) as d:
+            peer = OscPeer(d.port)
+            peer.request(protocol.SEPARATE, "c1", str(song), "stems", "drums", "stems", "bass")
+            assert peer.wait_for("c1", protocol.ACCEPTED, protocol.ERROR)[0] == protocol.ACCEPTED
+            address, args = peer.wait_for("c1", protocol.DONE, protocol.ERROR)
+            peer.sock.close()
+    finally:
+        runner.close()
+    assert address == protocol.DONE, args
+    made = [Path(p) for p in args[1:]]
+    assert [p.name for p in made] == ["My_Song__drums.wav", "My_Song__bass.wav"]
+    assert {p.parent for p in made} == {settings.out_dir.resolve()}
+    local = separate_file(
+        song, OutputOptions(out_dir=tmp_path / "local"), stems=["drums", "bass"], engine="builtin"
+    )
+    assert [p.read_bytes() for p in made] == [o.path.read_bytes() for o in local.outputs]
+    fractions = [a[1] for addr, a in peer.received if addr == protocol.PROGRESS and a[0] == "c1"]
+    assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
+    assert len([f for f in fractions if 0.0 < f < 1.0]) >= 2  # the actor's own stages, relayed
+
+
+def test_a_cancelled_cluster_job_publishes_nothing_and_the_next_runs(cluster: Any, tmp_path: Path) -> None:
+    from bridge.errors import Cancelled
+    from bridge.jobs.cluster_runner import ClusterRunner
+    from bridge.jobs.spec import JobSpec
+
+    song = write_song(tmp_path / "in" / "song.wav", 0)
+    settings = daemon_settings(tmp_path)
+    out = settings.out_dir / "job"
+    spec = JobSpec("separate", {"path": str(song), "out": str(out), "stems": ["drums"]})
+    planned: list[Any] = []
+    seen: list[float] = []
+
+    def cancel_midway(fraction: float, stage: str) -> None:
+        seen.append(fraction)
+        if fraction > 0.0:
+            raise Cancelled()
+
+    runner = ClusterRunner(settings, cluster)
+    try:
+        with pytest.raises(Cancelled):
+            runner(spec, cancel_midway, planned.append)
+        assert planned == [] and not out.exists()  # nothing published, the folder made for it removed
+        outcome = runner(spec, lambda f, s: None, planned.append)  # a new actor takes the next job
+    finally:
+        runner.close()
+    assert [Path(p).name for p in outcome.paths] == ["song__drums.wav"]
+    assert (
+        len(planned) == 1 and outcome.detail["engine"] == "builtin" and outcome.detail["source"] == str(song)
+    )

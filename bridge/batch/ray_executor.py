@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -74,6 +76,29 @@ class BatchActor:
     def run(self, work: Work) -> Outcome:
         return self.worker.run(work)
 
+    def run_streaming(self, work: Work) -> Iterator[tuple[Any, ...]]:
+        """Run ``work``, yielding ``("progress", fraction, stage)`` as it goes (at most every 1 % or new stage),
+        then ``("done", outcome)``. Called with ``num_returns="streaming"`` (the daemon's cluster runner)."""
+        updates: queue.Queue[tuple[str, float, str] | None] = queue.Queue()
+        outcome: list[Outcome] = []
+
+        def work_on() -> None:
+            try:
+                outcome.append(self.worker.run(work, lambda f, stage: updates.put(("progress", f, stage))))
+            finally:
+                updates.put(None)
+
+        thread = threading.Thread(target=work_on, name="stembridge-actor-job")
+        thread.start()
+        last = (-1.0, "")
+        while (update := updates.get()) is not None:
+            _, fraction, stage = update
+            if fraction - last[0] >= 0.01 or stage != last[1] or fraction >= 1.0:
+                last = (fraction, stage)
+                yield update
+        thread.join()
+        yield ("done", outcome[0])
+
 
 class RayExecutor(Executor):
     """Items on a Ray cluster's actors.
@@ -131,16 +156,18 @@ class RayExecutor(Executor):
             raise
         return engines
 
-    def _spawn(self) -> Any:
+    def spawn(self) -> Any:
+        """A new actor (it loads its engine on its first item)."""
         actor = self._actor_class.remote(self._config)
         self._actors.append(actor)
         return actor
 
-    def _drop(self, actor: Any) -> None:
+    def drop(self, actor: Any) -> None:
+        """Stop ``actor``, whatever it is doing."""
         self._actors.remove(actor)
         self._ray.kill(actor)
 
-    def _payload(self, work: Work) -> Work:
+    def payload(self, work: Work) -> Work:
         """``work`` with its inputs' bytes, unless the cluster shares this machine's files."""
         if self.shared_fs:
             return work
@@ -165,11 +192,11 @@ class RayExecutor(Executor):
             while pending and (idle or len(busy) < self.workers):
                 work = pending.popleft()
                 try:
-                    payload = self._payload(work)
+                    payload = self.payload(work)
                 except StembridgeError as exc:
                     yield Outcome(work.index, error=exc.message)
                     continue
-                actor = idle.pop() if idle else self._spawn()
+                actor = idle.pop() if idle else self.spawn()
                 tries[work.index] = tries.get(work.index, 0) + 1
                 busy[actor.run.remote(payload)] = (actor, work)
                 if on_start is not None:
@@ -184,7 +211,7 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayError as exc:  # the actor died (or its node), mid-item
                     how = type(exc).__name__
                     log.warning("an actor died running %s (%s)", work.item.label, how)
-                    self._drop(actor)
+                    self.drop(actor)
                     if tries[work.index] <= self.retries:
                         pending.appendleft(work)
                     else:

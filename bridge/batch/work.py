@@ -14,11 +14,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.batch.items import Item
 from bridge.errors import StembridgeError
 from bridge.memory import message as memory_message
+
+if TYPE_CHECKING:
+    from bridge.engines.base import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,19 @@ class File:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker made of :class:`Work` ``index``: its files, or a one-line error."""
+    """What a worker made of :class:`Work` ``index``: its files, or a one-line error (and its
+    :class:`bridge.errors.StembridgeError` code).
+
+    Attributes:
+        detail: the pipeline's description of the result (:meth:`bridge.pipeline.Result.to_dict`: engine, model,
+            warnings...; its outputs' paths are the worker's scratch files, in the order of :attr:`files`).
+    """
 
     index: int
     files: tuple[File, ...] = ()
     error: str | None = None
+    code: str = "error"
+    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Worker:
@@ -83,44 +94,54 @@ class Worker:
         self.config = config
         self.engines = WarmEngines(config.memory_budget)
 
-    def run(self, work: Work) -> Outcome:
+    def run(self, work: Work, progress: ProgressCallback | None = None) -> Outcome:
+        """Run ``work``; ``progress`` gets the pipeline's ``(fraction, stage)`` calls."""
+        code = "error"
         with tempfile.TemporaryDirectory(prefix="stembridge-batch-") as folder:
             scratch = Path(folder)
             try:
-                return Outcome(work.index, self._run(work, scratch))
+                files, detail = self._run(work, scratch, progress)
+                return Outcome(work.index, files, detail=detail)
             except StembridgeError as exc:
-                error = exc.message
+                error, code = exc.message, exc.code
             except MemoryError:
                 error = memory_message(f"{work.item.task} {work.item.label}")
             except Exception as exc:  # one bad file must not stop the batch: report it and go on
                 log.exception("item %s failed", work.item.label)
                 error = f"{type(exc).__name__}: {exc}"
-            return Outcome(work.index, error=_as_given(error, work, scratch))
+            return Outcome(work.index, error=_as_given(error, work, scratch), code=code)
 
-    def _run(self, work: Work, scratch: Path) -> tuple[File, ...]:
+    def _run(
+        self, work: Work, scratch: Path, progress: ProgressCallback | None
+    ) -> tuple[tuple[File, ...], dict[str, Any]]:
         from bridge.pipeline import OutputOptions
 
         item = work.item
         opts = item.options
         inputs = _inputs(item.inputs, work.data, scratch / "in")
         engine = self.engines.get(
-            work.engine, item.task, opts.get("model"), self.config.models_dir, self.config.engine_options
+            work.engine,
+            item.task,
+            opts.get("model"),
+            self.config.models_dir,
+            {**self.config.engine_options, **opts.get("engine_options", {})},
         )
         out = OutputOptions(
             out_dir=scratch / "out",
             fmt=opts.get("format", "wav"),
             bit_depth=opts.get("bit_depth", 24),
             sample_rate=opts.get("samplerate"),
+            position=opts.get("position"),
         )
         (scratch / "out").mkdir()
-        result = _TASKS[item.task](inputs, opts, out, engine)
+        result = _TASKS[item.task](inputs, opts, out, engine, progress)
         audio = [File(o.stem, o.path.name, o.path.read_bytes()) for o in result.outputs]
         midi = [
             File(o.stem, o.midi.name, o.midi.read_bytes(), companion_of=i)
             for i, o in enumerate(result.outputs)
             if o.midi is not None and o.midi != o.path
         ]
-        return (*audio, *midi)
+        return (*audio, *midi), result.to_dict()
 
 
 def _as_given(error: str, work: Work, scratch: Path) -> str:
@@ -155,7 +176,7 @@ def _section(opts: Mapping[str, Any]) -> Any:
     return Section(opts.get("start") or 0.0, opts.get("length"))
 
 
-def _separate(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any) -> Any:
+def _separate(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any, progress: Any) -> Any:
     from bridge.pipeline import separate_file
 
     return separate_file(
@@ -165,10 +186,11 @@ def _separate(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any
         engine=engine,
         section=_section(opts),
         midi=opts.get("midi", False),
+        progress=progress,
     )
 
 
-def _generate(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any) -> Any:
+def _generate(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any, progress: Any) -> Any:
     from bridge.audio.timing import TimeSignature
     from bridge.engines.base import GenerateSpec
     from bridge.pipeline import generate_files
@@ -190,10 +212,11 @@ def _generate(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any
         match_loudness=opts.get("loudness_match", True),
         context_starts=opts.get("context_start"),
         midi=opts.get("midi", False),
+        progress=progress,
     )
 
 
-def _vary(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any) -> Any:
+def _vary(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any, progress: Any) -> Any:
     from bridge.audio.timing import TimeSignature
     from bridge.pipeline import vary_file
 
@@ -210,6 +233,7 @@ def _vary(inputs: list[Path], opts: Mapping[str, Any], out: Any, engine: Any) ->
         section=_section(opts),
         midi=opts.get("midi", False),
         stem=opts.get("stem"),
+        progress=progress,
     )
 
 
