@@ -250,10 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the song and the parts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    from bridge.cli_batch import add_commands as add_batch
     from bridge.cli_daemon import add_commands
     from bridge.cli_jam import add_command as add_jam
 
-    handlers = {**COMMANDS, **add_jam(sub), **add_commands(sub)}
+    handlers = {**COMMANDS, **add_jam(sub), **add_batch(sub), **add_commands(sub)}
     for name, handler in handlers.items():
         sub.choices[name].set_defaults(handler=handler)
     return parser
@@ -577,9 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    # The commands here write audio files: SIGTERM and SIGHUP remove what they were writing, as Ctrl-C does.
+    # The commands here, `jam` and `batch` write audio files: SIGTERM and SIGHUP remove what they were writing, as
+    # Ctrl-C does.
     # The daemon's commands (bridge.cli_daemon) write none, and `serve` handles its signals itself.
-    writes = args.command in COMMANDS or args.command == "jam"
+    writes = args.command in COMMANDS or args.command in ("jam", "batch")
     cleanup = termination_raises() if writes else contextlib.nullcontext()
     try:
         with cleanup:

@@ -99,6 +99,17 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
         metavar="DIR",
         help="hot folder: take audio dropped into DIR/separate, DIR/vary and DIR/generate; results in DIR/done",
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="URL",
+        help="run jobs on a Ray cluster's warm actors: ray://HOST:10001, or auto (RAY_ADDRESS); see docs/CLUSTER.md",
+    )
+    p.add_argument(
+        "--shared-fs",
+        action="store_true",
+        help="with --cluster: the cluster sees this machine's paths (send paths, not the files' bytes)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
     p = _parser(
@@ -273,7 +284,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bridge_log = logging.getLogger("bridge")
     if bridge_log.getEffectiveLevel() > logging.INFO and not args.quiet:
         bridge_log.setLevel(logging.INFO)
-    return serve(settings, discovery=False if args.no_discovery else None)
+    if args.cluster is None:
+        return serve(settings, discovery=False if args.no_discovery else None)
+    from bridge.batch.ray_executor import connect
+    from bridge.jobs.cluster_runner import ClusterRunner
+
+    runner = ClusterRunner(settings, connect(args.cluster), shared_fs=args.shared_fs)
+    try:
+        return serve(settings, runner, discovery=False if args.no_discovery else None)
+    finally:
+        runner.close()
 
 
 # --- discover -----------------------------------------------------------------------------------------------
