@@ -100,15 +100,23 @@ def _add_midi_option(p: argparse.ArgumentParser) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data", type=Path, nargs="+", required=True, metavar="PATH",
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PATH",
         help="folders of songs: multitracks (drums.wav, bass.wav... or song__bass.wav) or mixes to separate",
     )
     p.add_argument("--stem", required=True, help="the part to learn: bass, drums, keys, ...")
     p.add_argument("--name", required=True, help="the new model's name: <models-dir>/<name>/")
-    p.add_argument("--base", default="musicgen-melody", help="the model to start from (default musicgen-melody)")
+    p.add_argument(
+        "--base", default="musicgen-melody", help="the model to start from (default musicgen-melody)"
+    )
     p.add_argument("--steps", type=int, default=500, help="optimiser steps (default 500)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--lora", dest="lora", action="store_true", default=True, help="LoRA adapters (default)")
+    mode.add_argument(
+        "--lora", dest="lora", action="store_true", default=True, help="LoRA adapters (default)"
+    )
     mode.add_argument("--full", dest="lora", action="store_false", help="train every weight of the decoder")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4 LoRA, 2e-5 full)")
@@ -126,15 +134,23 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-every", type=int, default=100, help="write samples every N steps (default 100)")
     p.add_argument("--samples", type=int, default=2, help="samples each time (default 2; 0: none)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--models-dir", type=Path, default=None, help="where the model goes (default: the setting)")
+    p.add_argument(
+        "--models-dir", type=Path, default=None, help="where the model goes (default: the setting)"
+    )
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     p.add_argument(
-        "--precision", choices=("auto", "float32", "bfloat16"), default=None,
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default=None,
         help="auto (default): bfloat16 autocast where the hardware has it",
     )
-    p.add_argument("--allow-download", action=argparse.BooleanOptionalAction, default=None,
-                   help="let a missing base model be downloaded")
+    p.add_argument(
+        "--allow-download",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let a missing base model be downloaded",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the result, for scripts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
 
@@ -595,27 +611,53 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     options = TrainSettings(
-        data=tuple(args.data), stem=args.stem, name=args.name, models_dir=settings.models_dir, base=args.base,
-        steps=args.steps, lora=args.lora, rank=args.rank, learning_rate=args.lr, warmup=args.warmup,
-        batch_size=args.batch_size, accumulate=args.accumulate, clip=args.clip, seed=args.seed, bars=args.bars,
-        tags=args.tags, time_signature=args.time_signature, val_songs=args.val_songs, val_every=args.val_every,
-        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, samples=args.samples,
-        device=settings.device, precision=args.precision, resume=args.resume,
-        allow_download=settings.allow_download, command=" ".join(["stembridge", *map(shlex.quote, args.argv)]),
+        data=tuple(args.data),
+        stem=args.stem,
+        name=args.name,
+        models_dir=settings.models_dir,
+        base=args.base,
+        steps=args.steps,
+        lora=args.lora,
+        rank=args.rank,
+        learning_rate=args.lr,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        accumulate=args.accumulate,
+        clip=args.clip,
+        seed=args.seed,
+        bars=args.bars,
+        tags=args.tags,
+        time_signature=args.time_signature,
+        val_songs=args.val_songs,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        samples=args.samples,
+        device=settings.device,
+        precision=args.precision,
+        resume=args.resume,
+        allow_download=settings.allow_download,
+        command=" ".join(["stembridge", *map(shlex.quote, args.argv)]),
     )
     set_threads(settings.threads or None)
     talk = not (args.quiet or args.json)
     bar = _progress(args, "train")
     try:
-        result = train(options, bar, say=lambda text: print(f"stembridge train: {text}", file=sys.stderr) if talk else None)
+        result = train(
+            options,
+            bar,
+            say=lambda text: print(f"stembridge train: {text}", file=sys.stderr) if talk else None,
+        )
     finally:
         bar.close()
     if args.json:
         print(json.dumps(result.to_dict()))
     elif not args.quiet:
         val = "none held out" if result.val_loss_last is None else f"{result.val_loss_last:.3f}"
-        print(f"train: {result.path} after {result.steps} steps; train loss {result.train_loss_first:.3f} -> "
-              f"{result.train_loss_last:.3f}, validation loss {val}")
+        print(
+            f"train: {result.path} after {result.steps} steps; train loss {result.train_loss_first:.3f} -> "
+            f"{result.train_loss_last:.3f}, validation loss {val}"
+        )
         for sample in result.samples:
             print(f"  sample     {sample}")
         print(f"use it: stembridge generate --stem {args.stem} --model {args.name} ...")

@@ -56,7 +56,12 @@ class Pool:
             chroma = None
             if picked[0][0].chroma.shape[1] > 0:
                 chroma = torch.from_numpy(np.stack([s.chroma[i] for s, i in picked])).to(device)
-            out.append((len(members) / len(indices), Batch(prompt, target, conditions(tokenizer, texts, chroma, device))))
+            out.append(
+                (
+                    len(members) / len(indices),
+                    Batch(prompt, target, conditions(tokenizer, texts, chroma, device)),
+                )
+            )
         return out
 
 

@@ -14,10 +14,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bridge.engines.musicgen.loading import WEIGHT_FILES
+from bridge.engines.musicgen.loading import WEIGHT_FILES, quiet_transformers
 from bridge.train import card as cards
 
 _NOT_COPIED = frozenset({"config.json", "generation_config.json", cards.CARD, *WEIGHT_FILES})
+
+
+def merged(model: Any, peft_model: Any) -> Any:
+    """``model`` with its LoRA adapters merged into the weights (``peft_model`` ``None``: as it is).
+
+    peft's merge loops under a tqdm bar (disabled), and tqdm starts a monitor thread for any bar that is
+    created; its documented switch ``tqdm.monitor_interval = 0`` keeps that thread from starting here."""
+    if peft_model is None:
+        return model
+    from tqdm import tqdm
+
+    interval = tqdm.monitor_interval
+    tqdm.monitor_interval = 0
+    try:
+        return peft_model.merge_and_unload()
+    finally:
+        tqdm.monitor_interval = interval
 
 
 def export(model: Any, base_folder: Path, target: Path, card: dict[str, Any]) -> Path:
@@ -26,9 +43,14 @@ def export(model: Any, base_folder: Path, target: Path, card: dict[str, Any]) ->
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
+        with quiet_transformers():  # no progress bar of its own (and no monitor thread left behind)
+            model.save_pretrained(staging)
         for path in sorted(base_folder.iterdir()):
-            if path.is_file() and path.name not in _NOT_COPIED and not path.name.endswith((".bin", ".safetensors")):
+            if (
+                path.is_file()
+                and path.name not in _NOT_COPIED
+                and not path.name.endswith((".bin", ".safetensors"))
+            ):
                 shutil.copy2(path, staging / path.name)
         cards.write(staging, card)
         names = sorted(p.name for p in staging.iterdir())

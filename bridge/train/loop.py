@@ -30,7 +30,7 @@ from bridge.engines.precision import pick_precision
 from bridge.errors import InvalidArgument
 from bridge.train import checkpoints, examples, objective, setup, songs, tokens
 from bridge.train.batches import Pool
-from bridge.train.export import export
+from bridge.train.export import export, merged
 from bridge.train.samples import write_samples
 
 DEFAULT_BASE = "musicgen-melody"
@@ -71,12 +71,21 @@ class TrainSettings:
     command: str = ""
 
     def check(self) -> None:
-        positive = {"steps": self.steps, "rank": self.rank, "batch_size": self.batch_size, "accumulate": self.accumulate}
+        positive = {
+            "steps": self.steps,
+            "rank": self.rank,
+            "batch_size": self.batch_size,
+            "accumulate": self.accumulate,
+        }
         for name, value in positive.items():
             if int(value) < 1:
                 raise InvalidArgument(f"--{name.replace('_', '-')} must be 1 or more, got {value}")
-        for name, value in {"val_every": self.val_every, "checkpoint_every": self.checkpoint_every,
-                            "sample_every": self.sample_every, "samples": self.samples}.items():
+        for name, value in {
+            "val_every": self.val_every,
+            "checkpoint_every": self.checkpoint_every,
+            "sample_every": self.sample_every,
+            "samples": self.samples,
+        }.items():
             if int(value) < 0:
                 raise InvalidArgument(f"--{name.replace('_', '-')} must be 0 (never) or more, got {value}")
         if self.bars is not None and not 1 <= self.bars <= 64:
@@ -97,11 +106,28 @@ class TrainSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must share with the run that resumes it (those that change weights)."""
-        keys = ("base", "stem", "steps", "lora", "rank", "batch_size", "accumulate", "clip", "weight_decay",
-                "seed", "bars", "tags", "time_signature", "val_songs")
+        keys = (
+            "base",
+            "stem",
+            "steps",
+            "lora",
+            "rank",
+            "batch_size",
+            "accumulate",
+            "clip",
+            "weight_decay",
+            "seed",
+            "bars",
+            "tags",
+            "time_signature",
+            "val_songs",
+        )
         out = {k: getattr(self, k) for k in keys}
-        out.update(data=[str(Path(p).expanduser().resolve()) for p in self.data], lr=self.peak_rate,
-                   warmup=self.warmup_steps)
+        out.update(
+            data=[str(Path(p).expanduser().resolve()) for p in self.data],
+            lr=self.peak_rate,
+            warmup=self.warmup_steps,
+        )
         return out
 
 
@@ -131,7 +157,9 @@ def _check_target(folder: Path, work: Path, resume: bool) -> Path | None:
             raise InvalidArgument(f"nothing to resume: no checkpoint in {work}; run without --resume")
         return newest
     if finished:
-        raise InvalidArgument(f"a model named {folder.name!r} exists in {folder.parent}; choose another --name")
+        raise InvalidArgument(
+            f"a model named {folder.name!r} exists in {folder.parent}; choose another --name"
+        )
     if newest is not None:
         raise InvalidArgument(
             f"{folder.name!r} has an unfinished training in {work}; continue it with --resume, or choose another --name"
@@ -167,7 +195,9 @@ def _encode_all(
         def make(song: songs.Song = song) -> tokens.Encoded:
             audio = songs.load(song, settings.stem, lm.sample_rate, lm.channels, ts, separate)
             bars = settings.bars or examples.default_bars(audio.grid, lm.hop)
-            return tokens.encode(lm, song.name, examples.segments(audio, bars, settings.stem, settings.tags, lm.hop))
+            return tokens.encode(
+                lm, song.name, examples.segments(audio, bars, settings.stem, settings.tags, lm.hop)
+            )
 
         out.append(tokens.cached(cache, tokens.song_key(song, lm, shape), make))
     return out
@@ -187,8 +217,15 @@ def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager[
 class _Run:
     """The state of one run between steps."""
 
-    def __init__(self, settings: TrainSettings, lm: loading.LoadedModel, trainable: setup.Trainable,
-                 train: Pool, val: Pool, precision: str) -> None:
+    def __init__(
+        self,
+        settings: TrainSettings,
+        lm: loading.LoadedModel,
+        trainable: setup.Trainable,
+        train: Pool,
+        val: Pool,
+        precision: str,
+    ) -> None:
         self.s, self.lm, self.trainable, self.train, self.val = settings, lm, trainable, train, val
         self.precision = precision
         self.opt = setup.optimizer(trainable, settings.peak_rate, settings.weight_decay)
@@ -307,8 +344,13 @@ def train(
     with _training(lm.model):
         per_step = run.measure()
         left = settings.steps - run.state.step
-        say(describe_run(train_pool, val_pool) + "; " +
-            setup.describe(setup.Estimate(estimate.peak_bytes, estimate.available_bytes, per_step), left, device))
+        say(
+            describe_run(train_pool, val_pool)
+            + "; "
+            + setup.describe(
+                setup.Estimate(estimate.peak_bytes, estimate.available_bytes, per_step), left, device
+            )
+        )
         began, first = time.monotonic(), run.state.step
         for step in range(run.state.step, settings.steps):
             run.state.train_losses.append(run.step(step))
@@ -324,14 +366,23 @@ def train(
             elapsed = time.monotonic() - began
             eta = elapsed / (done - first) * (settings.steps - done)
             recent = run.state.train_losses[-AVERAGED:]
-            report(0.05 + 0.9 * done / settings.steps,
-                   f"step {done}/{settings.steps} loss {sum(recent) / len(recent):.3f} eta {_clock(eta)}")
+            report(
+                0.05 + 0.9 * done / settings.steps,
+                f"step {done}/{settings.steps} loss {sum(recent) / len(recent):.3f} eta {_clock(eta)}",
+            )
     result = _result(folder, run.state)
     report(0.96, "export")
-    merged = trainable.peft_model.merge_and_unload() if trainable.peft_model is not None else lm.model
+    model = merged(lm.model, trainable.peft_model)
     if lm.folder is None:
-        raise InvalidArgument(f"the base model {settings.base!r} has no folder to copy its processor files from")
-    export(merged, lm.folder, folder, _card(settings, source.name, lm.sample_rate, all_songs, train_pool, val_pool, result))
+        raise InvalidArgument(
+            f"the base model {settings.base!r} has no folder to copy its processor files from"
+        )
+    export(
+        model,
+        lm.folder,
+        folder,
+        _card(settings, source.name, lm.sample_rate, all_songs, train_pool, val_pool, result),
+    )
     report(1.0, "done")
     return result
 
@@ -342,8 +393,10 @@ def _clock(seconds: float) -> str:
 
 
 def describe_run(train: Pool, val: Pool) -> str:
-    return (f"{len(train)} segments of {len(train.songs)} songs to train on, "
-            f"{len(val)} of {len(val.songs)} held out")
+    return (
+        f"{len(train)} segments of {len(train.songs)} songs to train on, "
+        f"{len(val)} of {len(val.songs)} held out"
+    )
 
 
 def _mean(values: list[float]) -> float:
@@ -362,8 +415,15 @@ def _result(folder: Path, state: checkpoints.State) -> TrainResult:
     )
 
 
-def _card(settings: TrainSettings, base: str, rate: int, all_songs: list[songs.Song], train: Pool, val: Pool,
-          result: TrainResult) -> dict[str, Any]:
+def _card(
+    settings: TrainSettings,
+    base: str,
+    rate: int,
+    all_songs: list[songs.Song],
+    train: Pool,
+    val: Pool,
+    result: TrainResult,
+) -> dict[str, Any]:
     return {
         "name": settings.name,
         "base": base,

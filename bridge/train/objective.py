@@ -37,7 +37,9 @@ class Batch:
     cond: Conditions
 
 
-def layout(prompt: torch.Tensor, target: torch.Tensor, channels: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+def layout(
+    prompt: torch.Tensor, target: torch.Tensor, channels: int, start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs [B, K, L-1], labels [B, K, L-1])``: the delayed sequence of prompt then target, and at each
     position the token to predict there, :data:`IGNORE` where generation forces it."""
     codes = torch.cat([prompt, target], dim=-1)
@@ -56,4 +58,6 @@ def loss(model: Any, melody: bool, channels: int, batch: Batch) -> torch.Tensor:
     decoder = Decoder(model, melody, channels, Sampling(guidance_scale=1.0))
     inputs, labels = layout(batch.prompt, batch.target, channels, decoder.start)
     logits = decoder.logits(batch.cond, inputs)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE
+    )

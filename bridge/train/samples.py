@@ -32,12 +32,16 @@ def write_samples(lm: LoadedModel, pool: Pool, count: int, step: int, seed: int,
             prompt = torch.from_numpy(song.prompt[i : i + 1]).to(lm.device)
             decoder = Decoder(model, lm.melody, lm.channels, Sampling())
             with torch.inference_mode():
-                made = decoder.run(cond, prompt, [0], [row_seed(seed, step, n)], song.target.shape[-1], Progress(None))
+                made = decoder.run(
+                    cond, prompt, [0], [row_seed(seed, step, n)], song.target.shape[-1], Progress(None)
+                )
                 warm = prompt[..., prompt.shape[-1] - min(prompt.shape[-1], CODEC_WARMUP_FRAMES) :]
                 audio = decode_codes(lm, torch.cat([warm, made], dim=-1))[0].cpu().numpy()
             start = warm.shape[-1] * lm.hop
             path = folder / f"step-{step:06d}__{safe_name(song.song)}__{i + 1}.wav"
-            written.append(write_audio(path, audio[:, start : start + song.samples], lm.sample_rate, overwrite=True))
+            written.append(
+                write_audio(path, audio[:, start : start + song.samples], lm.sample_rate, overwrite=True)
+            )
     finally:
         model.train(was_training)
     return written

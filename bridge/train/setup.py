@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,9 @@ def make_trainable(model: Any, lora: bool, rank: int, seed: int) -> Trainable:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            # peft 0.21 asks transformers 5.25 a deprecated question about gradient checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             torch.manual_seed(seed)
             wrapped = get_peft_model(model, config)
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -157,9 +159,3 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def trainable_names(names: list[str]) -> list[str]:
-    """The LoRA targets among module ``names`` (for the card and tests)."""
-    pattern = re.compile(LORA_TARGETS)
-    return [n for n in names if pattern.fullmatch(n)]

@@ -33,8 +33,26 @@ from bridge.naming import split_source
 
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".aif", ".aiff", ".aifc", ".flac", ".mp3", ".ogg"})
 STEM_WORDS = frozenset(
-    {"bass", "drums", "keys", "pad", "lead", "vocals", "guitar", "piano", "other", "synth", "strings",
-     "percussion", "perc", "horns", "brass", "organ", "choir", "fx"}
+    {
+        "bass",
+        "drums",
+        "keys",
+        "pad",
+        "lead",
+        "vocals",
+        "guitar",
+        "piano",
+        "other",
+        "synth",
+        "strings",
+        "percussion",
+        "perc",
+        "horns",
+        "brass",
+        "organ",
+        "choir",
+        "fx",
+    }
 )
 _BPM_IN_NAME = re.compile(r"(\d+(?:\.\d+)?)\s*_?bpm", re.IGNORECASE)
 
@@ -89,7 +107,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise DataError(f"the sidecar {path} is not valid JSON ({exc}); fix it or remove it") from exc
     if not isinstance(data, dict):
-        raise DataError(f"the sidecar {path} must hold an object such as {{\"bpm\": 120}}")
+        raise DataError(f'the sidecar {path} must hold an object such as {{"bpm": 120}}')
     return data
 
 
@@ -128,7 +146,9 @@ def discover(paths: Sequence[Path], stem: str) -> list[Song]:
         path = Path(raw).expanduser()
         if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
             name, part = split_source(path.stem)
-            songs += [Song(name, stems={part.lower(): path}, named=True)] if part else [Song(path.stem, mix=path)]
+            songs += (
+                [Song(name, stems={part.lower(): path}, named=True)] if part else [Song(path.stem, mix=path)]
+            )
         elif path.is_dir():
             songs += _songs_in(path)
         else:
@@ -232,7 +252,9 @@ def load(
                 f"give its stems as files (a folder with {stem}.wav and the others)"
             )
     else:
-        parts = {name: _to_model(read_audio(p, sample_rate=rate)[0], channels) for name, p in song.stems.items()}
+        parts = {
+            name: _to_model(read_audio(p, sample_rate=rate)[0], channels) for name, p in song.stems.items()
+        }
     names = sorted(parts)
     aligned = dict(zip(names, _stack([parts[n] for n in names]), strict=True))
     target = aligned.pop(stem)
