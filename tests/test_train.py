@@ -31,6 +31,10 @@ from tests.test_daemon import no_leaked_threads  # noqa: E402,F401 - fails a tes
 RATE = 32000
 BPM = 240.0  # one bar = one second
 FAST = ["--threads", "1", "--precision", "float32", "--json"]
+TRAIN = (
+    "--stem bass --name mine --base tiny-melody --full --bars 1 --steps 24 --batch-size 2 --lr 2e-2 "
+    "--val-every 8 --checkpoint-every 8 --sample-every 24 --samples 1 " + " ".join(FAST)
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,43 +60,44 @@ def _album(folder: Path, songs: int = 3, bars: int = 2) -> Path:
     return folder
 
 
+def _spread(model: Any, audio: np.ndarray, seed: int = 0) -> Any:
+    """``model`` with its EnCodec codebooks spread over the embeddings of ``audio`` ``[C, T]`` (its frames
+    plus noise, layer by layer on the residual), so that audio like it encodes to codes that change from
+    frame to frame: a random codec maps every frame to one code, and a test of what is learned needs more."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        residual = model.audio_encoder.encoder(torch.from_numpy(audio[:1][None]))[0].T  # [frames, dim]
+        for layer in model.audio_encoder.quantizer.layers:
+            size = layer.codebook.embed.shape[0]
+            pick = torch.randint(0, residual.shape[0], (size,), generator=generator)
+            noise = (
+                torch.randn(size, residual.shape[1], generator=generator)
+                * 0.3
+                * residual.std(0, keepdim=True)
+            )
+            embed = residual[pick] + noise
+            layer.codebook.embed.copy_(embed)
+            layer.codebook.embed_avg.copy_(embed)
+            residual = residual - embed[torch.cdist(residual, embed).argmin(-1)]
+    return model
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train")
     models = root / "models"
-    mf.save_musicgen(mf.musicgen_model(melody=True, seed=1), models / "tiny-melody")
-    mf.save_musicgen(mf.musicgen_model(seed=2), models / "tiny")
+    bass = _song(0, 1)["bass"]
+    mf.save_musicgen(_spread(mf.musicgen_model(melody=True, seed=1), bass), models / "tiny-melody")
+    mf.save_musicgen(_spread(mf.musicgen_model(seed=2), bass), models / "tiny")
     return {"root": root, "models": models, "album": _album(root / "album")}
 
 
 @pytest.fixture(scope="module")
 def trained(world: dict[str, Path]) -> dict[str, Any]:
     """A full fine-tune of the melody model on two songs, the third held out: ``--json``'s object."""
-    argv = [
-        "train",
-        "--data",
-        str(world["album"]),
-        "--stem",
-        "bass",
-        "--name",
-        "mine",
-        "--base",
-        "tiny-melody",
-    ]
-    argv += [
-        "--models-dir",
-        str(world["models"]),
-        "--full",
-        "--bars",
-        "1",
-        "--steps",
-        "24",
-        "--batch-size",
-        "2",
-        "--lr",
-        "5e-3",
-    ]
-    argv += ["--val-every", "8", "--checkpoint-every", "8", "--sample-every", "24", "--samples", "1", *FAST]
+    argv = ["train", "--data", str(world["album"]), "--models-dir", str(world["models"]), *TRAIN.split()]
     with pytest.MonkeyPatch.context():
         assert main(argv) == 0
     return {"argv": argv}
