@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from bridge.cli import main  # noqa: E402
-from bridge.errors import OutOfMemory  # noqa: E402
+from bridge.errors import InvalidArgument, OutOfMemory  # noqa: E402
 from bridge.train import setup  # noqa: E402
 from bridge.train.loop import TrainSettings, train  # noqa: E402
 from bridge.train.objective import IGNORE, layout  # noqa: E402
@@ -214,7 +214,7 @@ def test_resume_reaches_the_same_weights_as_a_straight_run(world: dict[str, Path
     work = world["models"] / "cut" / "training"
     assert sorted(p.name for p in work.iterdir()) == ["step-0000004.pt", "step-0000008.pt"]
     assert not (world["models"] / "cut" / "model.safetensors").exists()
-    with pytest.raises(Exception, match="unfinished training .* --resume"):
+    with pytest.raises(InvalidArgument, match="unfinished training .* --resume"):
         train(_settings(world, "cut", world["album"]))
     resumed = train(_settings(world, "cut", world["album"], resume=True))
     assert resumed.steps == straight.steps == 12
@@ -223,6 +223,11 @@ def test_resume_reaches_the_same_weights_as_a_straight_run(world: dict[str, Path
     assert a.keys() == b.keys()
     for key in a:
         assert np.array_equal(a[key], b[key]), key
+    with pytest.raises(InvalidArgument, match="'cut' in .* is finished; nothing to resume"):
+        train(_settings(world, "cut", world["album"], resume=True))
+    with pytest.raises(InvalidArgument, match="a model named 'straight' exists in .*; choose another --name"):
+        train(_settings(world, "straight", world["album"]))
+    assert _weights(world["models"] / "cut").keys() == a.keys()
     base = _weights(world["models"] / "tiny")
     assert any(not np.array_equal(a[k], base[k]) for k in a if "decoder" in k)  # the adapters were merged in
 
@@ -358,3 +363,23 @@ def test_a_run_that_cannot_fit_is_refused_with_the_fix() -> None:
         "memory), or fewer --bars per segment"
     )
     setup.check_fits(setup.Estimate(peak_bytes=1 << 30, available_bytes=4 << 30), lora=True, batch=1)
+
+
+def test_mixes_are_separated_and_their_tempo_read_from_the_name(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "mixes"
+    data.mkdir()
+    for n in range(2):
+        mix = synth.mix(_song(n, 2))
+        sf.write(data / f"take{n} {BPM:g}bpm.wav", np.pad(mix, ((0, 0), (0, RATE // 5))).T, RATE)
+    settings = _settings(world, "from-mixes", data, steps=2, checkpoint_every=0, val_every=1)
+    done = train(settings)
+    card = json.loads((world["models"] / "from-mixes" / "card.json").read_text())
+    assert done.steps == 2 and done.val_loss_last is not None
+    assert sorted(card["data"]["train_songs"] + card["data"]["validation_songs"]) == [
+        "take0 240bpm",
+        "take1 240bpm",
+    ]
+    assert (card["data"]["train_segments"], card["data"]["validation_segments"]) == (2, 2)
+    assert card["data"]["segment_seconds"] == [1.0]

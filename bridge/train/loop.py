@@ -153,6 +153,10 @@ def _check_target(folder: Path, work: Path, resume: bool) -> Path | None:
     newest = checkpoints.latest(work)
     finished = loading.is_transformers_dir(folder)
     if resume:
+        if finished:
+            raise InvalidArgument(
+                f"{folder.name!r} in {folder.parent} is finished; nothing to resume (train under another --name)"
+            )
         if newest is None:
             raise InvalidArgument(f"nothing to resume: no checkpoint in {work}; run without --resume")
         return newest
