@@ -6,6 +6,8 @@ multitrack folder; the base models are saved as transformers folders in the mode
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,9 +100,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def trained(world: dict[str, Path]) -> dict[str, Any]:
     """A full fine-tune of the melody model on two songs, the third held out: ``--json``'s object."""
     argv = ["train", "--data", str(world["album"]), "--models-dir", str(world["models"]), *TRAIN.split()]
-    with pytest.MonkeyPatch.context():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         assert main(argv) == 0
-    return {"argv": argv}
+    return dict(json.loads(out.getvalue().strip().splitlines()[-1]))
 
 
 def _result(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -126,6 +129,22 @@ def test_loss_falls_and_validation_is_on_held_out_songs(result: dict[str, Any]) 
     assert result["training"]["mode"] == "full"
 
 
+def test_json_says_where_how_far_and_the_losses(trained: dict[str, Any], world: dict[str, Path]) -> None:
+    assert set(trained) == {
+        "path",
+        "steps",
+        "train_loss_first",
+        "train_loss_last",
+        "val_loss_last",
+        "samples",
+    }
+    assert trained["path"] == str(world["models"] / "mine") and trained["steps"] == 24
+    card = json.loads((world["models"] / "mine" / "card.json").read_text())
+    for key in ("train_loss_first", "train_loss_last", "val_loss_last"):
+        assert trained[key] == card[key]
+    assert [Path(p) for p in trained["samples"]] == [world["models"] / "mine" / p for p in card["samples"]]
+
+
 def test_samples_are_written_as_audio(result: dict[str, Any], world: dict[str, Path]) -> None:
     (sample,) = result["samples"]
     info = sf.info(world["models"] / "mine" / sample)
@@ -147,6 +166,7 @@ def test_the_result_is_listed_and_generates_bar_exact(
     assert main(argv) == 0
     out = _result(capsys)
     assert (out["engine"], out["model"]) == ("musicgen", "mine")
+    assert not [w for w in out.get("warnings", []) if "isolat" in w]  # it plays the stem alone: kept as it is
     info = sf.info(out["outputs"][0]["path"])
     assert (info.samplerate, info.frames) == (44100, 88200)  # 2 bars at 240 bpm
 

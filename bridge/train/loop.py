@@ -332,6 +332,7 @@ def train(
     report(0.0, "load")
     source = loading.resolve(settings.base, settings.models_dir, allow_download=settings.allow_download)
     lm = loading.load(source, device)
+    lm.model.float()  # the loader gives CUDA half precision for inference; AdamW needs float32 weights
     report(0.02, "encode")
     train_pool = Pool(_encode_all(lm, train_songs, settings, device))
     val_pool = Pool(_encode_all(lm, val_songs, settings, device))

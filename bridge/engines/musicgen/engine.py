@@ -7,7 +7,8 @@ what that costs). Loading happens in the constructor, so a missing model fails b
 prompted by the context bars before it, see :mod:`.conditioning` for why and how windows line up with bar 1),
 through chroma with melody models, and through a text prompt naming the stem, the user's words, the tempo
 and the context's key. All windows and variations run as rows of one batch. The take is then reduced to the
-stem with demucs when the stem is one demucs knows (:mod:`.isolation`).
+stem with demucs when the stem is one demucs knows (:mod:`.isolation`), unless the model was trained by
+``stembridge train`` to generate that stem alone (:mod:`bridge.train`), which is conditioned the same way.
 
 ``vary``: the part itself is the context: its first ``(1 - strength)`` bars are kept and the rest is
 regenerated as a continuation of what precedes it; higher strength also samples hotter.
@@ -133,6 +134,15 @@ class MusicgenEngine(Engine):
         return self._lm.name
 
     @property
+    def trained_stem(self) -> str | None:
+        """The stem the loaded model was trained to generate alone (its ``stembridge train`` card), if any."""
+        from bridge.train.card import read
+
+        card = None if self._lm.folder is None else read(self._lm.folder)
+        stem = None if card is None else card.get("stem")
+        return stem if isinstance(stem, str) else None
+
+    @property
     def melody(self) -> bool:
         """Whether the loaded model takes chroma conditioning."""
         return self._lm.melody
@@ -159,7 +169,8 @@ class MusicgenEngine(Engine):
         text = conditioning.text_prompt(spec.stem, spec.prompt, spec.bpm, key, spec.time_signature)
         plan = conditioning.plan(grid, 0, total, self._lm.hop, self.windows, prompted=ctx is not None)
         loop = None if ctx is None else conditioning.Loop.of_bars(ctx, grid)
-        isolating = self._isolator is not None and spec.stem in SOURCES
+        # a model trained on this stem alone (stembridge train) already generates the stem, not a mix
+        isolating = self._isolator is not None and spec.stem in SOURCES and spec.stem != self.trained_stem
         end = 0.75 if isolating else 0.97
         base = np.zeros((self._lm.channels, total), dtype=np.float32)
         sampling = self._sampling(self.temperature)
