@@ -275,6 +275,7 @@ def test_overfit_one_example_then_the_engine_generates_it_back(world: dict[str, 
     import torch
 
     from bridge.engines.base import GenerateSpec
+    from bridge.engines.musicgen import sampling
     from bridge.engines.musicgen.decoding import Decoder
     from bridge.engines.musicgen.engine import MusicgenEngine
 
@@ -294,6 +295,7 @@ def test_overfit_one_example_then_the_engine_generates_it_back(world: dict[str, 
         learning_rate=1e-2,
         warmup=1,
         checkpoint_every=0,
+        tags="warm dub",
     )
     done = train(settings)
     assert done.train_loss_last < 0.05
@@ -301,9 +303,17 @@ def test_overfit_one_example_then_the_engine_generates_it_back(world: dict[str, 
         p for p in (world["models"] / ".train-cache").glob("*.npz") if "take" in str(np.load(p)["song"])
     ]
     target = torch.from_numpy(np.load(cached)["target"][0])
+    text = str(np.load(cached)["texts"][0])
+    assert text.startswith("solo bass line, warm dub, 240 bpm")
 
     made: list[torch.Tensor] = []
+    texts: list[str] = []
     run = Decoder.run
+    rows = sampling.generate_rows
+
+    def spy_rows(lm: Any, prompts: Any, *args: Any, **kwargs: Any) -> Any:
+        texts.extend(prompts)
+        return rows(lm, prompts, *args, **kwargs)
 
     def spy(self: Decoder, *args: Any, **kwargs: Any) -> torch.Tensor:
         codes = run(self, *args, **kwargs)
@@ -315,8 +325,10 @@ def test_overfit_one_example_then_the_engine_generates_it_back(world: dict[str, 
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Decoder, "run", spy)
+        mp.setattr(sampling, "generate_rows", spy_rows)
         context = stems["drums"]
         engine.generate(context, RATE, GenerateSpec(stem="bass", bpm=BPM, bars=1))
+    assert texts == [text]  # the request without a prompt is described as the examples were: the tags too
     assert torch.equal(made[0][0], target)
 
 
