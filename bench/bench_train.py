@@ -54,7 +54,8 @@ def _child(argv: list[str]) -> None:
 
     from bridge.cli import build_parser
     from bridge.engines.base import set_threads
-    from bridge.train.loop import TrainSettings, train
+    from bridge.train.loop import train
+    from bridge.train.settings import TrainSettings
 
     args = build_parser().parse_args(argv)
     settings = TrainSettings(

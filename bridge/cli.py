@@ -607,7 +607,8 @@ def _pull(args: argparse.Namespace, settings: Any) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bridge.engines.base import set_threads
-    from bridge.train.loop import TrainSettings, train
+    from bridge.train.loop import train
+    from bridge.train.settings import TrainSettings
 
     settings = _settings(args)
     options = TrainSettings(

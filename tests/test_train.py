@@ -24,8 +24,9 @@ pytest.importorskip("peft")
 from bridge.cli import main  # noqa: E402
 from bridge.errors import InvalidArgument, OutOfMemory  # noqa: E402
 from bridge.train import setup  # noqa: E402
-from bridge.train.loop import TrainSettings, train  # noqa: E402
+from bridge.train.loop import train  # noqa: E402
 from bridge.train.objective import IGNORE, layout  # noqa: E402
+from bridge.train.settings import TrainSettings  # noqa: E402
 from tests import model_fixtures as mf  # noqa: E402
 from tests import synth  # noqa: E402
 from tests.test_daemon import no_leaked_threads  # noqa: E402,F401 - fails a test that leaks threads

@@ -2,6 +2,7 @@
 
 Modules, one concern each, in the order data flows:
 
+- :mod:`.settings`: one run's settings (the command's options) and its result.
 - :mod:`.songs`: numpy only: the songs in the data folders (multitracks, our ``song__stem`` names, or mixes
   to separate), each song's tempo and bar 1, and one clear error for each kind of bad data.
 - :mod:`.examples`: numpy only: each song cut into bar-aligned segments, and each segment turned into what
