@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,6 +96,63 @@ def _add_midi_option(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write each file's notes beside it (.mid), transcribed where the engine did not choose them",
     )
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="folders of songs: multitracks (drums.wav, bass.wav... or song__bass.wav) or mixes to separate",
+    )
+    p.add_argument("--stem", required=True, help="the part to learn: bass, drums, keys, ...")
+    p.add_argument("--name", required=True, help="the new model's name: <models-dir>/<name>/")
+    p.add_argument(
+        "--base", default="musicgen-melody", help="the model to start from (default musicgen-melody)"
+    )
+    p.add_argument("--steps", type=int, default=500, help="optimiser steps (default 500)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--lora", dest="lora", action="store_true", default=True, help="LoRA adapters (default)"
+    )
+    mode.add_argument("--full", dest="lora", action="store_false", help="train every weight of the decoder")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4 LoRA, 2e-5 full)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5%% of the steps)")
+    p.add_argument("--batch-size", type=int, default=4, help="segments per micro-batch (default 4)")
+    p.add_argument("--accumulate", type=int, default=1, help="micro-batches per step (default 1)")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same model (default 0)")
+    p.add_argument("--bars", type=int, default=None, help="bars per segment (default: what one window holds)")
+    p.add_argument("--tags", default="", help="words for the text prompt, e.g. 'dub, warm'")
+    p.add_argument("--time-signature", default="4/4", help="of songs without a sidecar (default 4/4)")
+    p.add_argument("--val-songs", type=int, default=1, help="songs held out for validation (default 1)")
+    p.add_argument("--val-every", type=int, default=50, help="validation loss every N steps (default 50)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every N steps (default 100)")
+    p.add_argument("--sample-every", type=int, default=100, help="write samples every N steps (default 100)")
+    p.add_argument("--samples", type=int, default=2, help="samples each time (default 2; 0: none)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--models-dir", type=Path, default=None, help="where the model goes (default: the setting)"
+    )
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default=None,
+        help="auto (default): bfloat16 autocast where the hardware has it",
+    )
+    p.add_argument(
+        "--allow-download",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let a missing base model be downloaded",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result, for scripts")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=None, help="with pull: the engine, for a model not in the list")
     p.add_argument("--models-dir", type=Path, default=None, help="folder holding local checkpoints")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(
+        "train",
+        "Fine-tune MusicGen on your own stems: a model that plays the stem in your band's style.",
+        "stembridge train --data ~/album --stem bass --name my-bass",
+        'stembridge train --data ~/album ~/live --stem drums --name our-drums --tags "dub, warm" --steps 2000',
+        "stembridge train --data ~/album --stem bass --name my-bass --resume",
+        "stembridge generate --stem bass --context drums.wav --bpm 120 --bars 8 --model my-bass",
+    )
+    _add_train_options(p)
 
     p = command(
         "demo",
@@ -473,8 +541,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise InvalidArgument(
             f"unexpected {args.name!r}; to download a model: stembridge models pull {args.name}"
         )
+    from bridge.train.card import trained_models
+
     engines = available_engines()
     statuses = model_statuses(settings.models_dir)
+    trained = trained_models(settings.models_dir)
     if args.json:
         print(
             json.dumps(
@@ -493,6 +564,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                         }
                         for s in statuses
                     ],
+                    "trained": [t.to_dict() for t in trained],
                     "models_dir": str(settings.models_dir),
                 }
             )
@@ -510,6 +582,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         state = "available" if s.available else "unavailable"
         why = f"  ({s.short_reason})" if s.reason else ""
         print(f"  {s.entry.name:<28} {s.entry.engine:<9} {state:<11} {'/'.join(s.entry.tasks)}{why}")
+    if trained:
+        print(f"trained models (stembridge train, in {settings.models_dir}):")
+        for t in trained:
+            val = "" if t.val_loss is None else f", validation loss {t.val_loss:.3f}"
+            print(f"  {t.name:<28} musicgen  {t.stem} from {t.base}, {t.steps} steps{val}")
     return EXIT_OK
 
 
@@ -527,6 +604,66 @@ def _pull(args: argparse.Namespace, settings: Any) -> int:
         print(json.dumps({"model": args.name, "engine": engine, "path": str(where)}))
     else:
         print(f"{args.name}: ready in {where}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bridge.engines.base import set_threads
+    from bridge.train.loop import train
+    from bridge.train.settings import TrainSettings
+
+    settings = _settings(args)
+    options = TrainSettings(
+        data=tuple(args.data),
+        stem=args.stem,
+        name=args.name,
+        models_dir=settings.models_dir,
+        base=args.base,
+        steps=args.steps,
+        lora=args.lora,
+        rank=args.rank,
+        learning_rate=args.lr,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        accumulate=args.accumulate,
+        clip=args.clip,
+        seed=args.seed,
+        bars=args.bars,
+        tags=args.tags,
+        time_signature=args.time_signature,
+        val_songs=args.val_songs,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        samples=args.samples,
+        device=settings.device,
+        precision=args.precision,
+        resume=args.resume,
+        allow_download=settings.allow_download,
+        command=" ".join(["stembridge", *map(shlex.quote, args.argv)]),
+    )
+    set_threads(settings.threads or None)
+    talk = not (args.quiet or args.json)
+    bar = _progress(args, "train")
+    try:
+        result = train(
+            options,
+            bar,
+            say=lambda text: print(f"stembridge train: {text}", file=sys.stderr) if talk else None,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    elif not args.quiet:
+        val = "none held out" if result.val_loss_last is None else f"{result.val_loss_last:.3f}"
+        print(
+            f"train: {result.path} after {result.steps} steps; train loss {result.train_loss_first:.3f} -> "
+            f"{result.train_loss_last:.3f}, validation loss {val}"
+        )
+        for sample in result.samples:
+            print(f"  sample     {sample}")
+        print(f"use it: stembridge generate --stem {args.stem} --model {args.name} ...")
     return EXIT_OK
 
 
@@ -560,6 +697,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "transcribe": cmd_transcribe,
     "models": cmd_models,
     "demo": cmd_demo,
+    "train": cmd_train,
 }
 
 
@@ -572,6 +710,7 @@ def _doing(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
     )

@@ -16,6 +16,8 @@ argument and rejected the cache our earlier version handed it); what MusicGen ne
 - **One prefill per distinct prompt.** The rows that share a text and an audio prompt (the variations of one
   window) share the decoder's pass over that prompt: it runs once, in chunks with progress and cancel between
   them, and its key/value cache is copied to each row (transformers' public cache classes).
+- **Teacher forcing** (:meth:`Decoder.logits`): the same conditioning over a whole known sequence in one
+  pass, which training's loss is computed on (:mod:`bridge.train.objective`).
 - **Melody models** take the chroma and the text as a prefix of the decoder's input on the first pass (it then
   lives in the cache); the other models attend to the text through cross-attention, whose keys and values are
   computed once and cached.
@@ -191,6 +193,29 @@ class Decoder:
             )
         logits: torch.Tensor = out.logits[:, -1].float()
         return logits.reshape(ids.shape[0], self.k, -1)
+
+    def logits(self, cond: Conditions, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``[U, K, n, vocab]`` of ``ids`` ``[U, K, n]`` (one row per unit, without
+        guidance) in one pass without a cache: what training computes its loss on, conditioned exactly as
+        :meth:`run` conditions the first pass."""
+        if self.sampling.guided:
+            raise ValueError("teacher forcing takes a decoder without guidance (guidance_scale 1)")
+        flat = ids.reshape(-1, ids.shape[-1])
+        if self.melody:
+            out = self.model(
+                decoder_input_ids=flat, encoder_hidden_states=self._melody_prefix(cond), use_cache=False
+            )
+        else:
+            states, mask = self._text_states(cond)
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                attention_mask=mask,
+                decoder_input_ids=flat,
+                use_cache=False,
+            )
+        n = ids.shape[-1]
+        logits: torch.Tensor = out.logits[:, -n:]  # melody models also return the prefix's positions
+        return logits.reshape(ids.shape[0], self.k, n, -1)
 
     def _condition(self, cond: Conditions) -> None:
         guided = self.sampling.guided

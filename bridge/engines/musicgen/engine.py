@@ -7,7 +7,9 @@ what that costs). Loading happens in the constructor, so a missing model fails b
 prompted by the context bars before it, see :mod:`.conditioning` for why and how windows line up with bar 1),
 through chroma with melody models, and through a text prompt naming the stem, the user's words, the tempo
 and the context's key. All windows and variations run as rows of one batch. The take is then reduced to the
-stem with demucs when the stem is one demucs knows (:mod:`.isolation`).
+stem with demucs when the stem is one demucs knows (:mod:`.isolation`), unless the model was trained by
+``stembridge train`` to generate that stem alone (:mod:`bridge.train`), which is conditioned the same way (its
+``--tags`` are the prompt when the request has none).
 
 ``vary``: the part itself is the context: its first ``(1 - strength)`` bars are kept and the rest is
 regenerated as a continuation of what precedes it; higher strength also samples hotter.
@@ -34,6 +36,7 @@ from bridge.engines.musicgen.isolation import SOURCES, Isolator
 from bridge.engines.musicgen.loading import DEFAULT_MODEL, LoadedModel, pull
 from bridge.engines.precision import pick_precision
 from bridge.errors import InvalidArgument
+from bridge.train import card as train_card
 
 if TYPE_CHECKING:
     from bridge.engines.musicgen.sampler import Sampling
@@ -110,6 +113,8 @@ class MusicgenEngine(Engine):
         self.sample_rate = self._lm.sample_rate
         #: Bytes of the loaded parameters and buffers: what keeping this instance warm costs.
         self.model_bytes = self._lm.nbytes
+        #: The card of a model made by ``stembridge train`` (empty for other models).
+        self._card = (None if self._lm.folder is None else train_card.read(self._lm.folder)) or {}
         self._isolator = Isolator(models_dir, device) if isolate else None
         #: Notes on the last job for its result ("not isolated: demucs weights missing..."), reset per job.
         self.warnings: list[str] = []
@@ -131,6 +136,18 @@ class MusicgenEngine(Engine):
     @property
     def model_name(self) -> str:
         return self._lm.name
+
+    @property
+    def trained_stem(self) -> str | None:
+        """The stem the loaded model was trained to generate alone (its ``stembridge train`` card), if any."""
+        stem = self._card.get("stem")
+        return stem if isinstance(stem, str) else None
+
+    @property
+    def _trained_tags(self) -> str:
+        """The words a trained model's examples carried (``--tags``): its prompt when the user gives none."""
+        tags = self._card.get("tags")
+        return tags if isinstance(tags, str) else ""
 
     @property
     def melody(self) -> bool:
@@ -156,10 +173,12 @@ class MusicgenEngine(Engine):
         ctx = None if context is None or is_silent(context) else self._to_model(context, sample_rate)
         report(0.0, "analyse")
         key = None if ctx is None else conditioning.context_key(ctx, rate, grid)
-        text = conditioning.text_prompt(spec.stem, spec.prompt, spec.bpm, key, spec.time_signature)
+        words = spec.prompt if spec.prompt.strip() or spec.stem != self.trained_stem else self._trained_tags
+        text = conditioning.text_prompt(spec.stem, words, spec.bpm, key, spec.time_signature)
         plan = conditioning.plan(grid, 0, total, self._lm.hop, self.windows, prompted=ctx is not None)
         loop = None if ctx is None else conditioning.Loop.of_bars(ctx, grid)
-        isolating = self._isolator is not None and spec.stem in SOURCES
+        # a model trained on this stem alone (stembridge train) already generates the stem, not a mix
+        isolating = self._isolator is not None and spec.stem in SOURCES and spec.stem != self.trained_stem
         end = 0.75 if isolating else 0.97
         base = np.zeros((self._lm.channels, total), dtype=np.float32)
         sampling = self._sampling(self.temperature)

@@ -90,6 +90,7 @@ class LoadedModel:
     device: str
     nbytes: int
     chroma: dict[str, Any] | None = None
+    folder: Path | None = None  # where the weights were loaded from (training copies its processor files)
 
 
 def hf_hub_cache() -> Path:
@@ -381,6 +382,7 @@ def load(
         device=device,
         nbytes=sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())),
         chroma=_feature_extractor_config(folder) if model_type == "musicgen_melody" else None,
+        folder=folder,
     )
     report(1.0, "load")
     return loaded
