@@ -650,6 +650,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             options,
             bar,
             say=lambda text: print(f"stembridge train: {text}", file=sys.stderr) if talk else None,
+            warn=lambda text: print(f"stembridge train: warning: {text}", file=sys.stderr),
         )
     finally:
         bar.close()

@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ pytest.importorskip("peft")
 
 from bridge.cli import main  # noqa: E402
 from bridge.errors import InvalidArgument, OutOfMemory  # noqa: E402
-from bridge.train import setup  # noqa: E402
+from bridge.train import checkpoints, setup  # noqa: E402
 from bridge.train.loop import train  # noqa: E402
 from bridge.train.objective import IGNORE, layout  # noqa: E402
 from bridge.train.settings import TrainSettings  # noqa: E402
@@ -223,16 +226,26 @@ def _weights(folder: Path) -> dict[str, Any]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_resume_reaches_the_same_weights_as_a_straight_run(world: dict[str, Path]) -> None:
-    straight = train(_settings(world, "straight", world["album"]))
+@pytest.fixture(scope="module")
+def straight(world: dict[str, Path]) -> Any:
+    """An uninterrupted run of :func:`_settings` on the album, named ``straight``: its result."""
+    return train(_settings(world, "straight", world["album"]))
+
+
+def _cut_at_step_8(world: dict[str, Path], name: str) -> Path:
+    """A run of :func:`_settings` interrupted after step 8 (checkpoints at 4 and 8); its training folder."""
 
     def interrupt(fraction: float, stage: str) -> None:
         if stage.startswith("step 8/"):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_settings(world, "cut", world["album"]), interrupt)
-    work = world["models"] / "cut" / "training"
+        train(_settings(world, name, world["album"]), interrupt)
+    return world["models"] / name / "training"
+
+
+def test_resume_reaches_the_same_weights_as_a_straight_run(world: dict[str, Path], straight: Any) -> None:
+    work = _cut_at_step_8(world, "cut")
     assert sorted(p.name for p in work.iterdir()) == ["step-0000004.pt", "step-0000008.pt"]
     assert not (world["models"] / "cut" / "model.safetensors").exists()
     with pytest.raises(InvalidArgument, match="unfinished training .* --resume"):
@@ -251,6 +264,79 @@ def test_resume_reaches_the_same_weights_as_a_straight_run(world: dict[str, Path
     assert _weights(world["models"] / "cut").keys() == a.keys()
     base = _weights(world["models"] / "tiny")
     assert any(not np.array_equal(a[k], base[k]) for k in a if "decoder" in k)  # the adapters were merged in
+
+
+def test_a_torn_newest_checkpoint_is_skipped_for_the_one_before(
+    world: dict[str, Path], straight: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    work = _cut_at_step_8(world, "torn")
+    newest = work / "step-0000008.pt"
+    with newest.open("r+b") as f:  # what a power cut leaves of a file whose data never reached the disk
+        f.truncate(newest.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="bridge.train.loop"):
+        resumed = train(_settings(world, "torn", world["album"], resume=True))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("the checkpoint step-0000008.pt cannot be read (")
+    assert warning.endswith("); resuming from step-0000004.pt (step 4) instead")
+    assert resumed.steps == 12 and resumed.train_loss_last == straight.train_loss_last
+    a, b = _weights(world["models"] / "straight"), _weights(world["models"] / "torn")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def _tiny_state(step: int) -> checkpoints.State:
+    import torch
+
+    return checkpoints.State(step=step, weights={"w": torch.full((2,), float(step))}, settings={"seed": 0})
+
+
+def test_a_checkpoint_is_on_disk_before_older_ones_are_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    fsync, replace, unlink = os.fsync, os.replace, Path.unlink
+
+    def spy_fsync(fd: int) -> None:
+        calls.append("sync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "sync file")
+        fsync(fd)
+
+    def spy_replace(src: str, dst: str) -> None:
+        calls.append(f"rename to {Path(dst).name}")
+        replace(src, dst)
+
+    def spy_unlink(self: Path, missing_ok: bool = False) -> None:
+        calls.append(f"remove {self.name}")
+        unlink(self, missing_ok=missing_ok)
+
+    for step in (4, 8):
+        checkpoints.save(tmp_path, _tiny_state(step))
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    monkeypatch.setattr(Path, "unlink", spy_unlink)
+    checkpoints.save(tmp_path, _tiny_state(12))
+    assert calls == ["sync file", "rename to step-0000012.pt", "sync folder", "remove step-0000004.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000008.pt", "step-0000012.pt"]
+
+
+def test_resume_names_each_unreadable_checkpoint_and_refuses_when_none_reads(tmp_path: Path) -> None:
+    for step in (4, 8):
+        checkpoints.save(tmp_path, _tiny_state(step))
+    (tmp_path / "step-0000008.pt").write_bytes(b"")
+    warned: list[str] = []
+    path, state = checkpoints.load_newest(tmp_path, {"seed": 0}, warned.append)
+    assert (path.name, state.step, state.weights["w"].tolist()) == ("step-0000004.pt", 4, [4.0, 4.0])
+    assert len(warned) == 1 and warned[0].startswith("the checkpoint step-0000008.pt cannot be read (")
+    (tmp_path / "step-0000004.pt").write_bytes((tmp_path / "step-0000004.pt").read_bytes()[:100])
+    with pytest.raises(InvalidArgument) as caught:
+        checkpoints.load_newest(tmp_path, {"seed": 0}, warned.append)
+    message = str(caught.value)
+    assert message.startswith(f"no checkpoint in {tmp_path} can be read (step-0000008.pt cannot be read (")
+    assert "; step-0000004.pt cannot be read (" in message
+    assert message.endswith(f"); train under another --name, or remove {tmp_path} and train again")
+    checkpoints.save(tmp_path, _tiny_state(12))
+    with pytest.raises(InvalidArgument, match=r"made with other settings: seed \(0 then, 1 now\)"):
+        checkpoints.load_newest(tmp_path, {"seed": 1}, warned.append)
 
 
 def test_the_training_layout_is_the_delay_pattern_generation_samples() -> None:

@@ -12,6 +12,7 @@ step. A run resumed from the checkpoint of step ``n`` therefore reaches the same
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +34,12 @@ from bridge.train.export import export, merged
 from bridge.train.samples import write_samples
 from bridge.train.settings import AVERAGED, TrainResult, TrainSettings
 
+_log = logging.getLogger(__name__)
 
-def _check_target(folder: Path, work: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (``None``: a fresh run), or an error when the name is taken."""
+
+def _check_target(folder: Path, work: Path, resume: bool) -> bool:
+    """Whether the run resumes from a checkpoint in ``work`` (else it starts fresh), or an error when the name
+    is taken."""
     newest = checkpoints.latest(work)
     finished = loading.is_transformers_dir(folder)
     if resume:
@@ -45,7 +49,7 @@ def _check_target(folder: Path, work: Path, resume: bool) -> Path | None:
             )
         if newest is None:
             raise InvalidArgument(f"nothing to resume: no checkpoint in {work}; run without --resume")
-        return newest
+        return True
     if finished:
         raise InvalidArgument(
             f"a model named {folder.name!r} exists in {folder.parent}; choose another --name"
@@ -54,7 +58,7 @@ def _check_target(folder: Path, work: Path, resume: bool) -> Path | None:
         raise InvalidArgument(
             f"{folder.name!r} has an unfinished training in {work}; continue it with --resume, or choose another --name"
         )
-    return None
+    return False
 
 
 def _separator(settings: TrainSettings, device: str) -> Callable[[Any, int], dict[str, Any]]:
@@ -198,8 +202,12 @@ def train(
     settings: TrainSettings,
     progress: ProgressCallback | None = None,
     say: Callable[[str], None] = lambda _text: None,
+    warn: Callable[[str], None] = _log.warning,
 ) -> TrainResult:
     """Train, checkpoint, validate and sample as ``settings`` say; export the result.
+
+    ``say`` gets what the run is doing (the estimate, where it resumes), ``warn`` what went wrong on the way
+    (a checkpoint that could not be read and was skipped).
 
     Raises:
         InvalidArgument: bad settings, bad data (:class:`.songs.DataError`), a taken name, nothing to resume.
@@ -210,7 +218,7 @@ def train(
     report = Progress(progress)
     folder = settings.models_dir.expanduser() / settings.name
     work = folder / "training"
-    resume_from = _check_target(folder, work, settings.resume)
+    resuming = _check_target(folder, work, settings.resume)
     device = loading.pick_device(settings.device)
     precision = pick_precision(settings.precision, device)
     all_songs = songs.discover(settings.data, settings.stem)
@@ -229,8 +237,9 @@ def train(
         setup.peak_memory(lm.model, trainable, settings.batch_size, length), setup.available_memory(device)
     )
     setup.check_fits(estimate, settings.lora, settings.batch_size)
-    if resume_from is not None:
-        run.restore(checkpoints.load(resume_from, settings.fingerprint()))
+    if resuming:
+        resume_from, state = checkpoints.load_newest(work, settings.fingerprint(), warn)
+        run.restore(state)
         say(f"resuming from step {run.state.step} ({resume_from})")
     with _training(lm.model):
         per_step = run.measure()
