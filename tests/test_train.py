@@ -7,6 +7,7 @@ multitrack folder; the base models are saved as transformers folders in the mode
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -337,6 +338,32 @@ def test_resume_names_each_unreadable_checkpoint_and_refuses_when_none_reads(tmp
     checkpoints.save(tmp_path, _tiny_state(12))
     with pytest.raises(InvalidArgument, match=r"made with other settings: seed \(0 then, 1 now\)"):
         checkpoints.load_newest(tmp_path, {"seed": 1}, warned.append)
+
+
+def test_samples_of_same_named_songs_get_a_file_each_and_never_replace_one(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    data = []
+    for n, band in enumerate(("first band", "second band")):
+        song = tmp_path / band / "riff"  # two songs named "riff"
+        song.mkdir(parents=True)
+        for stem, audio in _song(n, 1).items():
+            sf.write(song / f"{stem}.wav", audio.T, RATE)
+        (song / "song.json").write_text(json.dumps({"bpm": BPM, "downbeat": 0}))
+        data.append(song.parent)
+    samples = world["models"] / "twins" / "samples"
+    samples.mkdir(parents=True)
+    mine = samples / "step-000001__01-riff__1.wav"
+    mine.write_bytes(b"the user's own file")
+    settings = _settings(world, "twins", data[0], steps=1, checkpoint_every=0, val_songs=0, samples=2)
+    done = train(dataclasses.replace(settings, data=tuple(data)))
+    assert mine.read_bytes() == b"the user's own file"
+    assert [Path(p).name for p in done.samples] == [
+        "step-000001__01-riff__1-2.wav",
+        "step-000001__02-riff__1.wav",
+    ]
+    first, second = (sf.read(p, always_2d=True)[0] for p in done.samples)
+    assert len(first) == len(second) == RATE and not np.array_equal(first, second)  # one bar of each song
 
 
 def test_the_training_layout_is_the_delay_pattern_generation_samples() -> None:
