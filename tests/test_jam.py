@@ -17,10 +17,12 @@ import soundfile as sf
 from bridge.audio.analysis import chroma
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.timing import Grid, TimeSignature
+from bridge.audio.writer import Publisher
 from bridge.engines.base import GenerateSpec, ProgressCallback
 from bridge.engines.builtin import BuiltinEngine
 from bridge.errors import InvalidArgument, UnsupportedOperation
 from bridge.jam import JamOptions, JamSession, seams
+from bridge.jam import session as session_module
 from bridge.jam.hearing import Hearing
 from tests import synth
 
@@ -369,3 +371,26 @@ def test_files_are_never_overwritten(tmp_path: Path) -> None:
         "performance-2.wav",
         "performance.wav",
     ]
+
+
+class SlowPublisher(Publisher):
+    """A writer on a slow disk: publishing takes ``DELAY`` seconds."""
+
+    DELAY = 0.6
+
+    def publish(self, *, retry: bool = False) -> list[Path]:
+        time.sleep(self.DELAY)
+        return super().publish(retry=retry)
+
+
+def test_publishing_counts_against_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part made in time whose file is published past the line is late, and that file is removed again."""
+    session = session_for(tmp_path)
+    captures = cycles(band(120, BARS * 2, C_MAJOR), session, 2)
+    monkeypatch.setattr(session_module, "Publisher", SlowPublisher)
+    late = session.answer(0, captures[0], budget=0.3)  # the builtin engine needs far less; the disk does not
+    assert late.late and late.path is None and late.audio is None and late.margin_ms < 0
+    assert late.seconds_spent >= SlowPublisher.DELAY
+    assert list((tmp_path / "jam-take1").iterdir()) == []
+    on_time = session.answer(1, captures[1], budget=AMPLE)
+    assert not on_time.late and on_time.path == tmp_path / "jam-take1" / "part-2.wav"
