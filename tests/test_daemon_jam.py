@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import shlex
 import subprocess
 import threading
@@ -21,10 +22,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge.audio.timing import TimeSignature
 from bridge.config import Settings
 from bridge.engines.base import GenerateSpec, ProgressCallback
 from bridge.engines.builtin import BuiltinEngine
 from bridge.jam import JamOptions, JamSession
+from bridge.jam.worker import Cycle, JamEvent, JamWorker, Timing
 from bridge.jobs.queue import ReplyTo
 from bridge.server import jam_protocol as jp
 from bridge.server import protocol
@@ -609,3 +612,34 @@ def test_oscsend_and_oscdump_jam(daemon: DaemonThread, tmp_path: Path, settings:
     finally:
         dump.kill()
         dump.wait()
+
+
+def test_a_cycle_whose_file_check_ends_after_a_newer_cycle_was_taken_is_late(
+    gate: Gate, tmp_path: Path
+) -> None:
+    """Cycle 0's file is checked after cycle 1's and reaches the worker while it computes cycle 1: cycle 0 can
+    only be later still, so it is answered ``late`` (not "index does not follow"), and cycle 1 goes on."""
+    events: queue.Queue[JamEvent] = queue.Queue()
+    timing = Timing(1, 60.0, TimeSignature(4, 4), SR, 1.0, 2)
+    options = {"stem": "bass", "bars": 1, "bpm": 60.0, "sample_rate": SR, "lag": 2}
+
+    def opener() -> JamSession:
+        return gate.factory("w1", options, "builtin", None, str(tmp_path))
+
+    worker = JamWorker("w1", timing, opener, events.put, "start", "s1")
+    worker.start()
+    try:
+        assert events.get(timeout=WAIT).kind == "started"
+        path = cycle_file(tmp_path / "in", 0, 4000)
+        worker.offer(Cycle(1, path, None, time.monotonic(), "to-1", "c1"))
+        assert gate.entered.acquire(timeout=WAIT)  # cycle 1 is being computed
+        worker.offer(Cycle(0, path, None, time.monotonic(), "to-0", "c0"))
+        late = events.get(timeout=WAIT)
+        assert (late.kind, late.reply, late.play_index) == ("late", "to-0", 3)
+        gate.release.set()
+        part = events.get(timeout=WAIT)
+        assert (part.kind, part.reply, part.play_index) == ("part", "to-1", 4)
+    finally:
+        gate.release.set()
+        assert worker.close(WAIT)
+    assert events.get(timeout=WAIT).kind == "stopped"
