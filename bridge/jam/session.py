@@ -97,7 +97,7 @@ class JamSession:
         self.folder = Path(out_dir) / f"jam-{self.name}"
         self.clock = CycleClock(options)
         self._hearing = Hearing(options.memory, options.sample_rate)
-        self._take = Take(options.on_late)
+        self._take = Take(options.on_late, options.sample_rate)
         self._last_index: int | None = None
         self._performance: Path | None = None
         self._lock = threading.Lock()  # one answer, estimate or stop at a time, whatever thread calls
