@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import shlex
 import subprocess
 import threading
@@ -21,18 +22,23 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge.audio.timing import TimeSignature
 from bridge.config import Settings
 from bridge.engines.base import GenerateSpec, ProgressCallback
 from bridge.engines.builtin import BuiltinEngine
+from bridge.errors import InvalidArgument
 from bridge.jam import JamOptions, JamSession
+from bridge.jam.worker import Cycle, JamEvent, JamWorker, Timing
 from bridge.jobs.queue import ReplyTo
+from bridge.server import jam as jam_service
 from bridge.server import jam_protocol as jp
 from bridge.server import protocol
 from bridge.server.daemon import DaemonThread
 from bridge.server.handlers import RequestHandler
-from bridge.server.jam import JamService
+from bridge.server.jam import MAX_SESSIONS, JamService
 from bridge.server.lograte import LogLimiter
 from bridge.server.osc import encode_message
+from bridge.server.paths import allowed_roots, check_input, input_path
 from tests.test_daemon import (  # noqa: F401 - no_leaked_threads fails a test that leaks threads
     WAIT,
     OscPeer,
@@ -609,3 +615,95 @@ def test_oscsend_and_oscdump_jam(daemon: DaemonThread, tmp_path: Path, settings:
     finally:
         dump.kill()
         dump.wait()
+
+
+def test_a_cycle_whose_file_check_ends_after_a_newer_cycle_was_taken_is_late(
+    gate: Gate, tmp_path: Path
+) -> None:
+    """Cycle 0's file is checked after cycle 1's and reaches the worker while it computes cycle 1: cycle 0 can
+    only be later still, so it is answered ``late`` (not "index does not follow"), and cycle 1 goes on."""
+    events: queue.Queue[JamEvent] = queue.Queue()
+    timing = Timing(1, 60.0, TimeSignature(4, 4), SR, 1.0, 2)
+    options = {"stem": "bass", "bars": 1, "bpm": 60.0, "sample_rate": SR, "lag": 2}
+
+    def opener() -> JamSession:
+        return gate.factory("w1", options, "builtin", None, str(tmp_path))
+
+    worker = JamWorker("w1", timing, opener, events.put, "start", "s1")
+    worker.start()
+    try:
+        assert events.get(timeout=WAIT).kind == "started"
+        path = cycle_file(tmp_path / "in", 0, 4000)
+        worker.offer(Cycle(1, path, None, time.monotonic(), "to-1", "c1"))
+        assert gate.entered.acquire(timeout=WAIT)  # cycle 1 is being computed
+        worker.offer(Cycle(0, path, None, time.monotonic(), "to-0", "c0"))
+        late = events.get(timeout=WAIT)
+        assert (late.kind, late.reply, late.play_index) == ("late", "to-0", 3)
+        gate.release.set()
+        part = events.get(timeout=WAIT)
+        assert (part.kind, part.reply, part.play_index) == ("part", "to-1", 4)
+    finally:
+        gate.release.set()
+        assert worker.close(WAIT)
+    assert events.get(timeout=WAIT).kind == "stopped"
+
+
+# --- starts and cycles that fail in an unexpected way --------------------------------------------------------
+
+
+def test_starts_naming_a_symlink_loop_get_errors_and_take_no_slot(jam: Jam, settings: Settings) -> None:
+    """Following a link loop raises RuntimeError (Python 3.11) or OSError, not a StembridgeError: each start gets
+    an error naming the loop, and none keeps a slot (more starts than the daemon runs at once)."""
+    settings.out_dir.mkdir(parents=True)
+    loop = settings.out_dir / "loop"
+    loop.symlink_to(loop)
+    for n in range(MAX_SESSIONS + 1):
+        jam.request(jp.START, f"loop{n}", "bass", *SLOW, "out", "loop")
+        assert jam.error(f"loop{n}") == (
+            "invalid_argument",
+            f"{settings.out_dir.resolve() / 'loop'} is a symlink loop; fix the link",
+        )
+    session = jam.start("loop0", *SLOW)  # a failed start leaves its request id free too
+    jam.request(jp.STOP, "x", session)
+    jam.wait_for(session, jp.STOPPED)
+
+
+def test_a_start_or_a_cycle_whose_check_fails_unexpectedly_gets_an_internal_error(
+    jam: Jam, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a check costs that request, never a session slot or the reply."""
+
+    def broken(*args: Any) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(jam_service, "output_folder", broken)
+    for n in range(MAX_SESSIONS + 1):
+        jam.request(jp.START, f"s{n}", "bass", *SLOW)
+        assert jam.error(f"s{n}") == (
+            "error",
+            "internal error starting the session: RuntimeError; see the daemon log",
+        )
+    monkeypatch.undo()
+    session = jam.start("s0", *SLOW)
+    monkeypatch.setattr(jam_service, "check_input", broken)
+    jam.request(jp.CYCLE, "c0", session, 0, cycle_file(tmp_path, 0, 4000))
+    assert jam.error("c0") == (
+        "error",
+        "internal error checking cycle 0's file: RuntimeError; see the daemon log",
+    )
+    monkeypatch.undo()
+    jam.request(jp.CYCLE, "c1", session, 1, cycle_file(tmp_path, 1, 4000))
+    address, args = jam.answer(session)
+    assert (address, args[1]) == (jp.PART, 4)
+    jam.request(jp.STOP, "x", session)
+    jam.wait_for(session, jp.STOPPED)
+
+
+def test_a_remote_cycle_file_through_a_symlink_loop_is_refused_by_name(settings: Settings) -> None:
+    settings.out_dir.mkdir(parents=True)
+    roots = allowed_roots(settings)
+    loop = roots[0] / "loop.wav"
+    loop.symlink_to(loop)
+    with pytest.raises(InvalidArgument) as exc:
+        check_input(input_path("path", str(loop), roots), roots)
+    assert str(exc.value) == f"{loop} is a symlink loop; fix the link"

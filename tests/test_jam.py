@@ -17,11 +17,15 @@ import soundfile as sf
 from bridge.audio.analysis import chroma
 from bridge.audio.loudness import integrated_loudness
 from bridge.audio.timing import Grid, TimeSignature
+from bridge.audio.writer import Publisher
 from bridge.engines.base import GenerateSpec, ProgressCallback
 from bridge.engines.builtin import BuiltinEngine
 from bridge.errors import InvalidArgument, UnsupportedOperation
 from bridge.jam import JamOptions, JamSession, seams
+from bridge.jam import session as session_module
+from bridge.jam.clock import CycleClock
 from bridge.jam.hearing import Hearing
+from bridge.jam.take import Take
 from tests import synth
 
 SR = 44100
@@ -246,10 +250,12 @@ def test_a_late_part_is_reported_not_written_and_the_next_cycle_goes_on(tmp_path
     assert performance.shape == (4 * L, 2)
     assert not performance[:L].any()  # cycle 0: the AI had not played yet
     np.testing.assert_array_equal(performance[L : 2 * L].T, first.audio)
+    seam = seams.seam_samples(SR)  # cycle 2 goes on from the end of cycle 1 (see the take's joins below)
+    np.testing.assert_array_equal(performance[2 * L], first.audio[:, -1])
     if on_late == "repeat":
-        np.testing.assert_array_equal(performance[2 * L : 3 * L].T, first.audio)
+        np.testing.assert_array_equal(performance[2 * L + seam : 3 * L].T, first.audio[:, seam:])
     else:
-        assert not performance[2 * L : 3 * L].any()
+        assert not performance[2 * L + seam : 3 * L].any()
     np.testing.assert_array_equal(performance[3 * L :].T, third.audio)
 
 
@@ -279,6 +285,52 @@ def test_advice_says_when_the_engine_cannot_keep_up(tmp_path: Path) -> None:
     )
     assert 0 < session.estimate() < AMPLE
     assert not (tmp_path / "jam-take1").exists()  # estimating writes nothing
+
+
+@pytest.mark.parametrize("on_late", ["repeat", "rest"])
+def test_the_take_has_no_step_where_a_part_repeats_or_rests(on_late: str) -> None:
+    """Cycle 1's part ends at its crest; cycle 2's part was late, so cycle 2 plays it again (or rests): that
+    bar line, and the one into cycle 3's part, step no more than the parts do from sample to sample."""
+    options = JamOptions("bass", bars=BARS, sample_rate=SR, on_late=on_late)
+    clock = CycleClock(options)
+    L, seam = clock.samples(0), seams.seam_samples(SR)
+    t = np.arange(L) / SR
+    crest = (round(110 * L / SR) + 0.25) * SR / L  # about 110 Hz, from 0 up to its crest at the cycle's end
+    tone = (0.5 * np.sin(2 * np.pi * crest * t)).astype(np.float32)
+    first = seams.join(np.stack([tone, tone]), None, SR)
+    take = Take(on_late, SR)
+    take.record(1, first)
+    take.reach(2)  # cycle 2's part was late
+    other = (0.5 * np.cos(2 * np.pi * 220 * t)).astype(np.float32)
+    third = seams.join(np.stack([other, -other]), take.played(2), SR)  # as the session joins it
+    take.record(3, third)
+    audio = take.render(clock)
+    assert audio.shape == (2, 4 * L)
+    steps = np.abs(np.diff(audio, axis=1))
+    within = max(np.abs(np.diff(p, axis=1)).max() for p in (first, third))
+    for line in (2 * L, 3 * L):
+        assert steps[:, line - 1].max() <= within, f"a step at the bar line of cycle {line // L}"
+    np.testing.assert_array_equal(audio[:, L : 2 * L], first)
+    np.testing.assert_array_equal(audio[:, 3 * L :], third)
+    if on_late == "repeat":  # only the head of the repeat is bent
+        np.testing.assert_array_equal(audio[:, 2 * L + seam : 3 * L], first[:, seam:])
+    else:  # the rest eases to silence within the seam
+        assert not audio[:, 2 * L + seam : 3 * L].any()
+
+
+def test_the_take_eases_a_part_cut_short_by_a_slower_tempo_into_silence() -> None:
+    """A part made for a cycle whose tempo then slowed is shorter than that cycle: no step where it ends."""
+    options = JamOptions("bass", bars=BARS, sample_rate=SR)
+    clock = CycleClock(options)
+    L = clock.samples(0)
+    tone = np.full(L, 0.5, dtype=np.float32)
+    take = Take("repeat", SR)
+    take.record(1, seams.join(np.stack([tone, tone]), None, SR))
+    clock.set_bpm(1, 100.0)  # the humans' cycle 1 came at 100 bpm
+    audio = take.render(clock)
+    assert audio.shape == (2, L + clock.samples(1))
+    assert np.abs(np.diff(audio, axis=1)).max() < 0.01  # at most 0.5 over a 10 ms bend, never a cut
+    assert audio[0, 2 * L - 1] == 0.5 and not audio[:, 2 * L + seams.seam_samples(SR) :].any()
 
 
 # ------------------------------------------------------------------------------------ what the AI hears
@@ -369,3 +421,26 @@ def test_files_are_never_overwritten(tmp_path: Path) -> None:
         "performance-2.wav",
         "performance.wav",
     ]
+
+
+class SlowPublisher(Publisher):
+    """A writer on a slow disk: publishing takes ``DELAY`` seconds."""
+
+    DELAY = 1.5
+
+    def publish(self, *, retry: bool = False) -> list[Path]:
+        time.sleep(self.DELAY)
+        return super().publish(retry=retry)
+
+
+def test_publishing_counts_against_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part made in time whose file is published past the line is late, and that file is removed again."""
+    session = session_for(tmp_path)
+    captures = cycles(band(120, BARS * 2, C_MAJOR), session, 2)
+    monkeypatch.setattr(session_module, "Publisher", SlowPublisher)
+    late = session.answer(0, captures[0], budget=1.0)  # the builtin engine needs far less; the disk does not
+    assert late.late and late.path is None and late.audio is None and late.margin_ms < 0
+    assert late.seconds_spent >= SlowPublisher.DELAY
+    assert list((tmp_path / "jam-take1").iterdir()) == []
+    on_time = session.answer(1, captures[1], budget=AMPLE)
+    assert not on_time.late and on_time.path == tmp_path / "jam-take1" / "part-2.wav"

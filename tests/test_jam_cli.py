@@ -14,7 +14,7 @@ from bridge.cli import main
 from bridge.engines.builtin import BuiltinEngine
 from bridge.jam import JamOptions, JamSession
 from bridge.jam.player import play
-from tests.test_jam import C_MAJOR, SR, band
+from tests.test_jam import C_MAJOR, SR, SlowEngine, band
 
 BARS = 2
 L = Grid(120.0, sample_rate=SR).samples_for_bars(BARS)
@@ -136,3 +136,21 @@ def test_a_short_last_cycle_is_sent_as_it_is(tmp_path: Path) -> None:
     session.answer = spy  # type: ignore[method-assign,assignment]
     play(session, band(120, BARS * 2, C_MAJOR)[:, : L + 1000])
     assert sent == [L - SR // 2, 1000]
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_an_engine_slower_than_a_cycle_falls_behind_and_its_parts_turn_late(
+    tmp_path: Path, realtime: bool
+) -> None:
+    """1-bar cycles at 240 bpm (1 s), lag 1 and two beats of lead: each part has 1.5 s from its own cycle's
+    capture, more than the engine's 1.2 s, yet each cycle also waits for the answer before it, so the backlog
+    grows by 0.2 s a cycle and cycle 2's part is ready past its line (1.2 s x 3 after cycle 0 is sent)."""
+    options = JamOptions("bass", bars=1, bpm=240.0, lag=1, lead=2.0, sample_rate=SR)
+    session = JamSession(options, SlowEngine(set(range(100)), seconds=1.2), tmp_path, "behind")
+    humans = band(240, 4, C_MAJOR)
+    run_ = play(session, humans, realtime=realtime)
+    assert [p.index for p in run_.parts] == [0, 1, 2, 3]
+    assert [p.late for p in run_.parts[2:]] == [True, True]
+    assert all(p.margin_ms < 0 and p.path is None for p in run_.parts[2:])
+    written = sorted(p.name for p in (tmp_path / "jam-behind").iterdir())
+    assert "part-4.wav" not in written and "part-5.wav" not in written

@@ -1,16 +1,20 @@
 """A file played as the humans' input: cycle after cycle into a session, in real time or as fast as possible.
 
 Cycle ``k`` of the file is sent as it would be live: its first ``L - lead`` samples, at the moment ``lead``
-before its last bar line. With ``realtime`` the player waits for that moment on the clock; without it the
-cycles follow each other at once, and each part is still held to the deadline it would have had live (the
-session measures its own time against ``lead`` plus ``lag`` cycles), so the figures are the live ones.
+before its last bar line. Its part must be ready by an absolute deadline: that moment plus ``lead`` and
+``lag`` cycles (:meth:`~bridge.jam.clock.CycleClock.budget`), so a cycle that waits behind a slow previous
+answer has less time, and an engine slower than a cycle falls further behind each cycle, as it would live.
+With ``realtime`` the player waits for each moment on the clock and gives the session what is left until the
+deadline; without it the cycles follow each other at once, on a virtual clock (a cycle is sent at its moment
+or when the previous answer is ready, whichever is later, and the answer's real time moves the clock on), so
+the figures are the live ones.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +77,25 @@ def play(
         )
     run = JamRun()
     clock = session.clock
+    rate = session.options.sample_rate
     start = time.perf_counter()
+    ready = 0.0  # fast: when the previous part was ready, on the performance's clock (seconds from bar 1)
     position, index = 0, 0
     try:
         while position < humans.shape[1]:
             captured = clock.captured(index)
+            sent = (position + captured) / rate  # the moment the cycle's capture ends, lead before its end
+            deadline = sent + clock.budget(index)  # its part's bar line
             if realtime:
-                due = (position + captured) / session.options.sample_rate
-                wait = due - (time.perf_counter() - start)
+                wait = sent - (time.perf_counter() - start)
                 if wait > 0:
                     sleep(wait)
-            part = session.answer(index, humans[:, position : position + captured])
+                now = max(sent, time.perf_counter() - start)
+            else:  # the cycle waits for the previous answer, as it would live
+                now = max(sent, ready)
+            began = time.perf_counter()
+            part = _answer(session, index, humans[:, position : position + captured], deadline - now)
+            ready = now + (time.perf_counter() - began)
             run.parts.append(part)
             if on_part is not None:
                 on_part(part)
@@ -92,3 +104,12 @@ def play(
     finally:
         run.performance = session.stop()
     return run
+
+
+def _answer(session: JamSession, index: int, humans: np.ndarray, left: float) -> JamPart:
+    """The session's answer with ``left`` seconds to the part's line; a cycle sent already past its line gets
+    no time and is reported as late as it is."""
+    part = session.answer(index, humans, budget=max(0.0, left))
+    if left < 0:
+        part = replace(part, margin_ms=part.margin_ms + left * 1000.0)
+    return part

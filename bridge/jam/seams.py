@@ -8,7 +8,8 @@ starts every render from silence would otherwise open each part with a hole. The
 At the seam, the step between the previous part's last sample and this part's first is taken out of this
 part's head, fading over :data:`SEAM_MS` (a smooth bend under 100 Hz, no click): the waveform goes on from
 where the previous part left it, and the part's own downbeat attack is kept whole (a crossfade would soften
-it). After a rest the previous part is silence, so a part starts from zero.
+it). After a rest the previous part is silence, so a part starts from zero. Where the take then plays something
+else at a bar line (the part again, or a rest after it), :class:`bridge.jam.take.Take` bends the same way.
 
 Levelling is generate's (:mod:`bridge.audio.post`): the part sits under the humans' loudness by the stem's
 offset (:data:`bridge.pipeline.PART_OFFSET_LU`, :func:`~bridge.audio.post.match_loudness`), its sample peaks

@@ -6,6 +6,7 @@ Arrays in, arrays and files out; no sockets, no threads (the daemon gives each s
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -27,6 +28,8 @@ from bridge.jam.hearing import Hearing
 from bridge.jam.options import JamOptions
 from bridge.jam.take import Take
 
+log = logging.getLogger(__name__)
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A part must fit this share of its budget for advice() to call the engine fast enough (times vary).
 HEADROOM = 0.8
@@ -40,9 +43,10 @@ class JamPart:
         index: the humans' cycle it answers.
         play_index: the cycle it plays in (``index + 1 + lag``).
         audio: ``[2, L]`` float32, None when late (skipped).
-        seconds_spent: from the call to the part being ready (or given up).
-        margin_ms: the budget left when it was ready; negative: how late it was.
-        late: it missed its bar line and was not written.
+        seconds_spent: from the call to the part being ready, its file published (or given up).
+        margin_ms: the budget left when it was ready; zero or negative: how late it was.
+        late: it missed its bar line (none left is late too) and was not written, or its file was removed
+            again when publishing it took it past the line.
         path: the part's file (None when late).
     """
 
@@ -93,7 +97,7 @@ class JamSession:
         self.folder = Path(out_dir) / f"jam-{self.name}"
         self.clock = CycleClock(options)
         self._hearing = Hearing(options.memory, options.sample_rate)
-        self._take = Take(options.on_late)
+        self._take = Take(options.on_late, options.sample_rate)
         self._last_index: int | None = None
         self._performance: Path | None = None
         self._lock = threading.Lock()  # one answer, estimate or stop at a time, whatever thread calls
@@ -166,10 +170,13 @@ class JamSession:
             return self._late(index, play, start, limit)
         with Publisher() as pub:
             pub.add(self.folder / f"part-{play}.wav", part, self.options.sample_rate, bit_depth=32)
-            spent = time.perf_counter() - start
-            if spent > limit:
+            if time.perf_counter() - start >= limit:
                 return self._late(index, play, start, limit)
             path = pub.publish(retry=True)[0]
+        spent = time.perf_counter() - start  # publishing is part of making it: it counts against the line
+        if spent >= limit:
+            _withdraw(path)
+            return self._late(index, play, start, limit)
         self._take.record(play, part)
         return JamPart(index, play, part, spent, (limit - spent) * 1000.0, False, path)
 
@@ -284,6 +291,14 @@ class JamSession:
     def _late(self, index: int, play: int, start: float, limit: float) -> JamPart:
         spent = time.perf_counter() - start
         return JamPart(index, play, None, spent, (limit - spent) * 1000.0, True, None)
+
+
+def _withdraw(path: Path) -> None:
+    """Remove a part published past its line (only the file the writer published): it will not be played."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not remove the late part %s: %s", path, exc.strerror or exc)
 
 
 def _seconds(value: float) -> str:

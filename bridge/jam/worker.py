@@ -168,6 +168,7 @@ class JamWorker:
         self._bpm = timing.bpm
         self._cond = threading.Condition()
         self._waiting: Cycle | None = None
+        self._taken = -1  # the index of the last cycle the worker took
         self._stop_reply: Any = None
         self._stop_request_id = ""
         self._stopping = False
@@ -185,7 +186,8 @@ class JamWorker:
 
     def offer(self, cycle: Cycle) -> None:
         """Put ``cycle`` in the mailbox without waiting; the one it replaces (or ``cycle`` itself when a newer one
-        waits) is answered ``late``. After :meth:`stop`, the cycle is answered with an error."""
+        waits or was already taken: its file was checked last) is answered ``late``. After :meth:`stop`, the cycle
+        is answered with an error."""
         dropped: Cycle | None
         with self._cond:
             self._heard = self._clock()
@@ -194,8 +196,8 @@ class JamWorker:
             else:
                 stopped = False
                 waiting = self._waiting
-                if waiting is not None and waiting.index > cycle.index:
-                    dropped = cycle  # checked out of order: the newer one stays
+                if cycle.index <= self._taken or (waiting is not None and waiting.index > cycle.index):
+                    dropped = cycle  # its file was checked after a newer cycle's: the newer one goes first
                 else:
                     self._waiting = cycle
                     dropped = waiting
@@ -292,6 +294,7 @@ class JamWorker:
                 return None
             cycle, self._waiting = self._waiting, None
             if cycle is not None:
+                self._taken = cycle.index
                 return cycle
             left = self._heard + self._silent_cycles * self.timing.cycle_seconds(self._bpm) - self._clock()
             if left <= 0:

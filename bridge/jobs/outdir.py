@@ -55,6 +55,23 @@ def outside(text: str, roots: Sequence[Path]) -> InvalidArgument:
     )
 
 
+def resolved(path: Path) -> Path:
+    """``path`` with its symlinks followed and ``..`` collapsed (as :meth:`Path.resolve`, not strict).
+
+    Raises:
+        InvalidArgument: a link on the way loops (Python 3.11 raises RuntimeError for it, later ones OSError), or
+            cannot be followed.
+    """
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            raise InvalidArgument(f"{path} is a symlink loop; fix the link") from None
+        raise InvalidArgument(
+            f"{path} could not be followed through its links: {exc.strerror or exc}; check the path"
+        ) from None
+
+
 def real_folder(path: Path, roots: Sequence[Path], text: str | None = None) -> Path:
     """``path`` (absolute) with its symlinks followed and ``..`` collapsed, checked to lie inside ``roots``.
 
@@ -64,9 +81,9 @@ def real_folder(path: Path, roots: Sequence[Path], text: str | None = None) -> P
         text: how the request wrote it, for the message (``path`` by default).
 
     Raises:
-        InvalidArgument: it leads outside every root, as written or through a link.
+        InvalidArgument: it leads outside every root, as written or through a link, or a link on it loops.
     """
-    real = path.resolve()
+    real = resolved(path)
     if not inside(real, roots):
         raise outside(str(path) if text is None else text, roots)
     return real

@@ -146,20 +146,27 @@ class JamService:
 
     async def _open(self, session: str, request: jp.JamStart, to: ReplyTo) -> None:
         try:
-            out = await self._offload.run(self._check_timeout, output_folder, request.out, self._settings)
-            if self._closing:
-                raise Busy("the daemon is shutting down; start the session again when it is back")
-        except (StembridgeError, asyncio.TimeoutError) as exc:
+            await self._open_worker(session, request, to)
+        except Exception as exc:  # whatever failed, the session never started: free its slot, answer
             live = self._live.pop(session, None)
-            if live is not None:  # it never started: its request id may be sent again
+            if live is not None:  # its request id may be sent again
                 self._used.pop(live.key, None)
-            if not isinstance(exc, StembridgeError):
+            if isinstance(exc, asyncio.TimeoutError):
                 exc = AudioReadError(
                     f"checking the out folder took longer than {self._check_timeout:g} s; is its disk asleep "
                     f"or unreachable? start again when it answers"
                 )
+            elif not isinstance(exc, StembridgeError):  # a bug must cost this start, not a slot for good
+                log.exception("jam session %s could not start", session)
+                exc = StembridgeError(
+                    f"internal error starting the session: {type(exc).__name__}; see the daemon log"
+                )
             self._replier.send(to, protocol.error(request.request_id, exc.code, exc.message))
-            return
+
+    async def _open_worker(self, session: str, request: jp.JamStart, to: ReplyTo) -> None:
+        out = await self._offload.run(self._check_timeout, output_folder, request.out, self._settings)
+        if self._closing:
+            raise Busy("the daemon is shutting down; start the session again when it is back")
         live = self._live[session]
         opener = partial(self._factory, session, dict(request.options), request.engine, request.model, out)
         worker = JamWorker(
@@ -171,9 +178,9 @@ class JamService:
             request.request_id,
             silent_cycles=self._silent_cycles,
         )
-        live.worker = worker
         log.info("jam session %s (%s) from %s starting in %s", session, request.options["stem"], to.host, out)
         worker.start()
+        live.worker = worker
 
     # --- cycle ---------------------------------------------------------------------------------------------
 
@@ -215,11 +222,18 @@ class JamService:
             path = await self._offload.run(
                 self._check_timeout, _check_file, request.path, roots, self._settings
             )
-        except (StembridgeError, asyncio.TimeoutError) as exc:
-            if not isinstance(exc, StembridgeError):
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
                 exc = AudioReadError(
                     f"checking cycle {request.index}'s file took longer than {self._check_timeout:g} s; is its "
                     f"disk asleep or unreachable?"
+                )
+            elif not isinstance(exc, StembridgeError):  # a bug must cost this cycle, not the session
+                log.exception(
+                    "jam session %s: checking cycle %d's file failed", request.session, request.index
+                )
+                exc = StembridgeError(
+                    f"internal error checking cycle {request.index}'s file: {type(exc).__name__}; see the daemon log"
                 )
             self._replier.send(to, protocol.error(request.request_id, exc.code, exc.message))
             return

@@ -29,7 +29,7 @@ from typing import Any
 from bridge.audio.inputs import not_regular, special_kind
 from bridge.config import Settings
 from bridge.errors import AudioReadError, InvalidArgument
-from bridge.jobs.outdir import inside, real_folder, render_roots
+from bridge.jobs.outdir import inside, real_folder, render_roots, resolved
 from bridge.naming import safe_name
 from bridge.server.values import as_text
 
@@ -140,11 +140,11 @@ def check_input(item: InputPath, roots: Sequence[Path] | None = None) -> str:
             its symlinks followed, must lie inside one. This is checked before the file itself is looked at.
 
     Raises:
-        InvalidArgument: (remote) the path leads outside the roots.
+        InvalidArgument: (remote) the path leads outside the roots, or a link on it loops.
         AudioReadError: the file is missing, not a regular file (a folder, a FIFO...), or not readable.
     """
     path = _choose(item.candidates)
-    if roots is not None and not inside(path.resolve(), roots):
+    if roots is not None and not inside(resolved(path), roots):
         raise _outside(item.name, item.text, roots)
     what = "file" if item.name == "path" else f"{item.name} file"
     if not path.exists():
