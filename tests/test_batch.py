@@ -593,3 +593,45 @@ def test_a_driver_killed_while_replacing_leaves_the_earlier_or_the_new_outputs(
     code, report = separate(capsys, song, out)
     assert (code, report["done"] + report["skipped"]) == (0, 1)
     assert set(files_under(out)) == {"a__drums.wav", "a__bass.wav"}  # no -2 copies, nothing hidden left
+
+
+_HOLD = """
+import sys
+from pathlib import Path
+from bridge.batch.state import State
+
+with State(Path(sys.argv[1])):
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_second_batch_on_the_same_output_folder_is_refused(
+    capsys: pytest.CaptureFixture[str], library: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "stems"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        code, stdout, err = run(
+            capsys, "batch", "separate", str(library), "--out", str(out), "--stems", "drums"
+        )
+        assert (code, stdout) == (2, "")
+        assert err == (
+            f"stembridge batch: error: another stembridge batch is writing to {out} (pid {holder.pid}); "
+            "wait for it or use another --out\n"
+        )
+        assert files_under(out) == {}
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    code, report = separate(capsys, library, out)
+    assert (code, report["done"]) == (0, 3)

@@ -30,6 +30,9 @@ A driver killed at any point leaves a log whose last line may be torn (ignored).
 (:meth:`State.recover`) removes what a plan without its ``done`` left (:func:`bridge.jobs.leftovers.undo_publish`:
 only those files, only when provably that plan's) and puts back what it set aside, removes what a finished plan
 had set aside, and the temp files of writers that are gone, so an item is published once and never half.
+
+One driver writes to an output folder at a time: :class:`State` holds :class:`bridge.batch.lock.OutputLock` from
+:meth:`State.open` to :meth:`State.close`, and a second driver is refused (:class:`bridge.errors.Busy`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 from bridge import __version__
 from bridge.audio.writer import Staged
 from bridge.batch.items import Item
+from bridge.batch.lock import OutputLock
 from bridge.batch.supersede import Aside, discard, restore, written
 from bridge.errors import InvalidArgument
 from bridge.jobs.cache import file_digest
@@ -80,7 +84,8 @@ def item_key(item: Item, engine: str) -> str | None:
 
 
 class State:
-    """The state file of the output folder ``out``; one driver writes it at a time.
+    """The state file of the output folder ``out``; one driver writes it at a time (it holds the folder's lock
+    while open).
 
     Attributes:
         done: ``{key: outputs}`` of the items finished (as recorded; see :meth:`finished`).
@@ -95,6 +100,7 @@ class State:
         self._open_plans: dict[str, tuple[list[dict[str, Any]], list[Aside]]] = {}
         self._aside_done: list[Aside] = []  # what finished plans set aside, removed unless it is gone already
         self._this_run: set[str] = set()
+        self._lock = OutputLock(self.path.parent, self.out)
         self._fd: int | None = None
 
     def __enter__(self) -> State:
@@ -105,13 +111,15 @@ class State:
         self.close()
 
     def open(self) -> None:
-        """Read the log (a torn last line is ignored) and open it for appending.
+        """Take the folder's lock, read the log (a torn last line is ignored) and open it for appending.
 
         Raises:
+            Busy: another driver writes to this folder.
             InvalidArgument: the folder cannot be created or the file cannot be written.
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
             self._read()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             if os.fstat(self._fd).st_size and not self._ends_with_newline():
@@ -174,6 +182,7 @@ class State:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._lock.release()
 
     def recover(self, folders: Iterable[Path]) -> list[Path]:
         """Undo the publishing that a killed driver left unfinished (putting back what it had set aside), remove
