@@ -635,3 +635,30 @@ def test_a_second_batch_on_the_same_output_folder_is_refused(
         holder.wait(timeout=30)
     code, report = separate(capsys, library, out)
     assert (code, report["done"]) == (0, 3)
+
+
+def test_a_midi_file_stays_with_the_audio_file_it_belongs_to(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The same request again, but its audio file was replaced by the user's own: the new audio file and its
+    MIDI go to ``-2`` names, and the earlier MIDI stays beside the file it was made with."""
+    write_song(tmp_path / "a" / "drums.wav", 0)
+    bass = {"task": "generate", "stem": "bass", "context": ["drums.wav"], "bpm": 120, "bars": 2, "seed": 3}
+    manifest = write_manifest(tmp_path / "a" / "jobs.jsonl", bass)
+    out = tmp_path / "out"
+    batch_run(capsys, manifest, out)
+    first = files_under(out)
+    assert set(first) == {"drums__bass__120bpm__2bars__v1.wav", "drums__bass__120bpm__2bars__v1.mid"}
+    (out / "drums__bass__120bpm__2bars__v1.wav").unlink()
+    (out / "drums__bass__120bpm__2bars__v1.wav").write_bytes(b"mine")
+    write_manifest(manifest, {**bass, "seed": 4})
+    assert batch_run(capsys, manifest, out)[0] == 0
+    after = files_under(out)
+    assert set(after) == {
+        "drums__bass__120bpm__2bars__v1.wav",
+        "drums__bass__120bpm__2bars__v1.mid",
+        "drums__bass__120bpm__2bars__v1-2.wav",
+        "drums__bass__120bpm__2bars__v1-2.mid",
+    }
+    assert after["drums__bass__120bpm__2bars__v1.wav"] == b"mine"
+    assert after["drums__bass__120bpm__2bars__v1.mid"] == first["drums__bass__120bpm__2bars__v1.mid"]

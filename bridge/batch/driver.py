@@ -191,7 +191,7 @@ def _publish(
     with Publisher() as publisher:
         for f in files:
             publisher.add_file(folder / f.name, f.data, companion_of=f.companion_of)
-        replaced = state.replaceable(item, key, [folder / f.name for f in files])
+        replaced = _with_leads(state.replaceable(item, key, [folder / f.name for f in files]), folder, files)
         if replaced and key is not None:
             state.planned(key, [], replaced)  # recorded before anything moves
         set_aside(replaced)
@@ -204,6 +204,18 @@ def _publish(
             restore(replaced)
             raise
     return [(f.stem, path) for f, path in zip(files, paths, strict=True)], replaced
+
+
+def _with_leads(replaced: list[Aside], folder: Path, files: Sequence[File]) -> list[Aside]:
+    """``replaced`` without the earlier companions (a ``.mid``) whose audio file is not replaced: the new one
+    follows its audio file to another name (``-2``), so the earlier one still belongs to the file it sits by."""
+    moving = {a.path for a in replaced}
+    stays = {
+        folder / f.name
+        for f in files
+        if f.companion_of is not None and folder / files[f.companion_of].name not in moving
+    }
+    return [a for a in replaced if a.path not in stays]
 
 
 def worker_settings(settings: Any, threads: int) -> dict[str, Any]:
