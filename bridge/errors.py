@@ -76,7 +76,8 @@ class ConfigError(StembridgeError):
 
 
 class Busy(StembridgeError):
-    """The daemon cannot take a job now: its queue is full or it is shutting down."""
+    """The daemon cannot take a job now (its queue is full or it is shutting down), or another batch is writing
+    to the same output folder."""
 
     code = "busy"
 

@@ -432,3 +432,233 @@ def test_batch_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
             main([*argv, "--help"])
         assert exc.value.code == 0
         assert "examples:" in capsys.readouterr().out
+
+
+# --- what a later run replaces, and one batch per output folder -------------------------------------------------
+
+
+def write_manifest(path: Path, *requests: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    return path
+
+
+def batch_run(capsys: pytest.CaptureFixture[str], manifest: Path, out: Path) -> tuple[int, dict]:
+    code, stdout, _ = run(capsys, "batch", "run", str(manifest), "--out", str(out), "--json")
+    return code, json.loads(stdout)
+
+
+def test_another_manifests_request_never_replaces_these_outputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two manifests' first lines are two requests (``jobs.jsonl:1`` each): the second run adds its files and
+    keeps the first's. The same line run again with a new seed is the same request: it replaces its file."""
+    write_song(tmp_path / "a" / "drums.wav", 0)
+    write_song(tmp_path / "b" / "bass.wav", 1)
+    bass = {"task": "generate", "stem": "bass", "context": ["drums.wav"], "bpm": 120, "bars": 2, "seed": 3}
+    a = write_manifest(tmp_path / "a" / "jobs.jsonl", bass)
+    b = write_manifest(
+        tmp_path / "b" / "jobs.jsonl",
+        {"task": "generate", "stem": "drums", "context": ["bass.wav"], "bpm": 100, "bars": 2, "seed": 3},
+    )
+    out = tmp_path / "out"
+    assert batch_run(capsys, a, out)[0] == 0
+    first = files_under(out)  # the bass, and its MIDI
+    assert {Path(p).stem for p in first} == {"drums__bass__120bpm__2bars__v1"}
+    code, report = batch_run(capsys, b, out)
+    assert (code, report["done"]) == (0, 1)
+    both = files_under(out)
+    assert {Path(p).stem for p in both} == {
+        "drums__bass__120bpm__2bars__v1",
+        "bass__drums__100bpm__2bars__v1",
+    }
+    assert {p: both[p] for p in first} == first
+
+    write_manifest(a, {**bass, "seed": 4})  # the same request with another seed: rendered again in its place
+    code, report = batch_run(capsys, a, out)
+    assert (code, report["done"]) == (0, 1)
+    again = files_under(out)
+    assert set(again) == set(both)
+    assert again["drums__bass__120bpm__2bars__v1.wav"] != first["drums__bass__120bpm__2bars__v1.wav"]
+    assert {p: again[p] for p in both if p not in first} == {p: both[p] for p in both if p not in first}
+
+
+def test_other_stems_of_the_same_song_keep_the_earlier_stems(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    song = write_song(tmp_path / "songs" / "a.wav", 0)
+    out = tmp_path / "stems"
+    run(capsys, "batch", "separate", str(song), "--out", str(out), "--stems", "drums")
+    drums = files_under(out)
+    code, _, _ = run(capsys, "batch", "separate", str(song), "--out", str(out), "--stems", "bass")
+    assert code == 0
+    after = files_under(out)
+    assert set(after) == {"a__drums.wav", "a__bass.wav"}
+    assert after["a__drums.wav"] == drums["a__drums.wav"]
+
+
+def test_a_publish_that_fails_keeps_the_earlier_outputs(
+    capsys: pytest.CaptureFixture[str], library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.audio.writer import Publisher
+    from bridge.errors import AudioWriteError
+
+    out = tmp_path / "stems"
+    separate(capsys, library, out)
+    first = files_under(out)
+    write_song(library / "a.wav", 5)  # done again: its new stems would replace the earlier ones
+
+    def disk_full(self: Publisher, *, retry: bool = False) -> list[Path]:
+        raise AudioWriteError(f"disk full writing {out / 'a__drums.wav'}; free some space")
+
+    monkeypatch.setattr(Publisher, "publish", disk_full)
+    code, report = separate(capsys, library, out)
+    assert code == 1
+    assert report["failed"] == [
+        {
+            "input": str(library / "a.wav"),
+            "error": f"disk full writing {out / 'a__drums.wav'}; free some space",
+        }
+    ]
+    assert files_under(out) == first  # the earlier stems, back under their names; no temp or hidden files
+
+    monkeypatch.undo()
+    code, report = separate(capsys, library, out)
+    assert (code, report["done"], report["skipped"]) == (0, 1, 2)
+    assert set(files_under(out)) == EXPECTED
+    assert files_under(out)["a__drums.wav"] != first["a__drums.wav"]
+
+
+_DIE_AFTER = """
+import os, signal, sys
+from bridge.audio.writer import Publisher
+from bridge.batch.state import State
+from bridge.cli import main
+
+cls, name = {"publish": (Publisher, "publish"), "finish": (State, "finish")}[sys.argv[1]]
+real = getattr(cls, name)
+
+def then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(cls, name, then_die)
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("point", ["publish", "finish"])
+def test_a_driver_killed_while_replacing_leaves_the_earlier_or_the_new_outputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, point: str
+) -> None:
+    """kill -9 right after the new files are published (not yet recorded: the next run puts the earlier ones
+    back) or right after they are recorded (the next run removes the earlier ones set aside)."""
+    from bridge.batch.state import State
+
+    song = write_song(tmp_path / "songs" / "a.wav", 0)
+    out = tmp_path / "stems"
+    separate(capsys, song, out)
+    first = files_under(out)
+    write_song(song, 5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [
+        "batch",
+        "separate",
+        str(song),
+        "--out",
+        str(out),
+        "--stems",
+        "drums,bass",
+        "--workers",
+        "1",
+        "-q",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DIE_AFTER, point, *argv], env=env, start_new_session=True
+    )
+    assert driver.wait(timeout=120) == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while _group_alive(driver.pid):  # its worker sees the driver gone and leaves by itself
+        assert time.monotonic() < deadline, "a worker outlived its driver"
+        time.sleep(0.1)
+    assert len([p for p in out.glob(".*.stembridge-aside-*") if p.is_file()]) == 2
+    with State(out) as state:
+        state.recover({out})
+    recovered = files_under(out)
+    if point == "publish":
+        assert recovered == first
+    else:
+        assert set(recovered) == {"a__drums.wav", "a__bass.wav"}
+        assert recovered["a__drums.wav"] != first["a__drums.wav"]
+    code, report = separate(capsys, song, out)
+    assert (code, report["done"] + report["skipped"]) == (0, 1)
+    assert set(files_under(out)) == {"a__drums.wav", "a__bass.wav"}  # no -2 copies, nothing hidden left
+
+
+_HOLD = """
+import sys
+from pathlib import Path
+from bridge.batch.state import State
+
+with State(Path(sys.argv[1])):
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_second_batch_on_the_same_output_folder_is_refused(
+    capsys: pytest.CaptureFixture[str], library: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "stems"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        code, stdout, err = run(
+            capsys, "batch", "separate", str(library), "--out", str(out), "--stems", "drums"
+        )
+        assert (code, stdout) == (2, "")
+        assert err == (
+            f"stembridge batch: error: another stembridge batch is writing to {out} (pid {holder.pid}); "
+            "wait for it or use another --out\n"
+        )
+        assert files_under(out) == {}
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    code, report = separate(capsys, library, out)
+    assert (code, report["done"]) == (0, 3)
+
+
+def test_a_midi_file_stays_with_the_audio_file_it_belongs_to(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The same request again, but its audio file was replaced by the user's own: the new audio file and its
+    MIDI go to ``-2`` names, and the earlier MIDI stays beside the file it was made with."""
+    write_song(tmp_path / "a" / "drums.wav", 0)
+    bass = {"task": "generate", "stem": "bass", "context": ["drums.wav"], "bpm": 120, "bars": 2, "seed": 3}
+    manifest = write_manifest(tmp_path / "a" / "jobs.jsonl", bass)
+    out = tmp_path / "out"
+    batch_run(capsys, manifest, out)
+    first = files_under(out)
+    assert set(first) == {"drums__bass__120bpm__2bars__v1.wav", "drums__bass__120bpm__2bars__v1.mid"}
+    (out / "drums__bass__120bpm__2bars__v1.wav").unlink()
+    (out / "drums__bass__120bpm__2bars__v1.wav").write_bytes(b"mine")
+    write_manifest(manifest, {**bass, "seed": 4})
+    assert batch_run(capsys, manifest, out)[0] == 0
+    after = files_under(out)
+    assert set(after) == {
+        "drums__bass__120bpm__2bars__v1.wav",
+        "drums__bass__120bpm__2bars__v1.mid",
+        "drums__bass__120bpm__2bars__v1-2.wav",
+        "drums__bass__120bpm__2bars__v1-2.mid",
+    }
+    assert after["drums__bass__120bpm__2bars__v1.wav"] == b"mine"
+    assert after["drums__bass__120bpm__2bars__v1.mid"] == first["drums__bass__120bpm__2bars__v1.mid"]

@@ -1,9 +1,11 @@
 """The batch loop: plan, skip what is done, dispatch to an executor, publish each item all or none, record it.
 
 The driver alone writes into the output folder. For each item that comes back it encodes nothing again: it
-stages the worker's files beside their targets (``<out>/<item folder>/<name>``), reserves their names, records
-the plan in the state file, publishes them in one pass and records the item done
-(:class:`bridge.audio.writer.Publisher`, :class:`bridge.batch.state.State`). An item that fails (a bad file, a
+stages the worker's files beside their targets (``<out>/<item folder>/<name>``), sets aside the earlier outputs of
+the same item that they replace (:mod:`bridge.batch.supersede`), reserves their names, records the plan in the
+state file, publishes them in one pass, records the item done and only then removes what it set aside
+(:class:`bridge.audio.writer.Publisher`, :class:`bridge.batch.state.State`); a publish that fails puts the
+earlier outputs back. An item that fails (a bad file, a
 worker that died too often, a folder that cannot be written) is recorded and reported; the rest goes on.
 """
 
@@ -20,7 +22,8 @@ from bridge.audio.writer import Publisher
 from bridge.batch.executor import Executor, StartHook
 from bridge.batch.items import Item
 from bridge.batch.report import BatchBar, Summary
-from bridge.batch.state import State, item_key, written
+from bridge.batch.state import State, item_key
+from bridge.batch.supersede import Aside, discard, restore, set_aside, written
 from bridge.batch.work import File, Work
 from bridge.errors import StembridgeError
 
@@ -141,7 +144,6 @@ def run_batch(
                 continue
             summary.skipped += 1
             summary.outputs += [_output(item, o["stem"], out / o["path"]) for o in outputs]
-        others = {k for k in keys if k is not None}
         bar = BatchBar(len(items), summary.skipped, enabled=progress)
         try:
             for outcome in executor.run(todo, on_start):
@@ -149,8 +151,7 @@ def run_batch(
                 error = outcome.error
                 if error is None:
                     try:
-                        state.retire(item.label, keep=others - {key})
-                        published = _publish(state, key, out / item.folder, outcome.files)
+                        published, replaced = _publish(state, key, item, out / item.folder, outcome.files)
                     except StembridgeError as exc:
                         error = exc.message
                     except OSError as exc:
@@ -158,7 +159,8 @@ def run_batch(
                     else:
                         outputs = [_recorded(out, stem, path) for stem, path in published]
                         if key is not None:
-                            state.finish(key, item, outputs)
+                            state.finish(key, item, outputs, replaced)
+                        discard(replaced)
                         summary.done += 1
                         summary.outputs += [_output(item, stem, path) for stem, path in published]
                 if error is not None:
@@ -180,16 +182,40 @@ def _output(item: Item, stem: str, path: Path) -> dict[str, str]:
     return {"input": item.label, "stem": stem, "path": str(path)}
 
 
-def _publish(state: State, key: str | None, folder: Path, files: Sequence[File]) -> list[tuple[str, Path]]:
-    """Publish an item's files into ``folder``, all or none, the plan recorded first: ``[(stem, path)]``."""
+def _publish(
+    state: State, key: str | None, item: Item, folder: Path, files: Sequence[File]
+) -> tuple[list[tuple[str, Path]], list[Aside]]:
+    """Publish an item's files into ``folder``, all or none, the plan recorded first; the earlier outputs of the
+    item that they replace are set aside first (put back when publishing fails). Returns the files published,
+    ``[(stem, path)]``, and what was set aside (for the caller to remove once the item is recorded)."""
     with Publisher() as publisher:
         for f in files:
             publisher.add_file(folder / f.name, f.data, companion_of=f.companion_of)
-        planned = publisher.reserve()
-        if key is not None:
-            state.planned(key, planned)
-        paths = publisher.publish()
-    return [(f.stem, path) for f, path in zip(files, paths, strict=True)]
+        replaced = _with_leads(state.replaceable(item, key, [folder / f.name for f in files]), folder, files)
+        if replaced and key is not None:
+            state.planned(key, [], replaced)  # recorded before anything moves
+        set_aside(replaced)
+        try:
+            planned = publisher.reserve()
+            if key is not None:
+                state.planned(key, planned, replaced)
+            paths = publisher.publish()
+        except BaseException:
+            restore(replaced)
+            raise
+    return [(f.stem, path) for f, path in zip(files, paths, strict=True)], replaced
+
+
+def _with_leads(replaced: list[Aside], folder: Path, files: Sequence[File]) -> list[Aside]:
+    """``replaced`` without the earlier companions (a ``.mid``) whose audio file is not replaced: the new one
+    follows its audio file to another name (``-2``), so the earlier one still belongs to the file it sits by."""
+    moving = {a.path for a in replaced}
+    stays = {
+        folder / f.name
+        for f in files
+        if f.companion_of is not None and folder / files[f.companion_of].name not in moving
+    }
+    return [a for a in replaced if a.path not in stays]
 
 
 def worker_settings(settings: Any, threads: int) -> dict[str, Any]:

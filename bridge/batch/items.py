@@ -14,15 +14,22 @@ names (``-`` as ``_``)::
 Lines are checked as the single commands check their arguments before anything runs: a malformed line (not
 JSON, an unknown task or key, a value of the wrong type or out of range) is an :class:`InvalidArgument` naming
 the line. A file that is missing or unreadable is not: that item fails when it runs, and the rest goes on.
+
+Each item has an :attr:`Item.identity`, what makes a later run's item "the same input done again" (whose new
+files then replace the earlier files of the same names, :mod:`bridge.batch.state`): for ``batch separate`` the
+input file's resolved path; for a manifest line the manifest's resolved path, the line's number and a hash of
+the request without its ``seed`` (a new seed renders the same request again; another stem, tempo or file is
+another request, whose files never replace these).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,8 @@ class Item:
         options: the task's options, JSON-compatible, unset ones left out (see :data:`FIELDS`).
         folder: where its outputs go under ``--out``, a relative POSIX path (``""``: the top).
         label: how reports name it: the input's path, or ``manifest.jsonl:3``.
+        identity: what tells a later run that it is the same item done again (see the module doc); ``""``:
+            never the same as another.
     """
 
     task: str
@@ -52,6 +61,7 @@ class Item:
     options: Mapping[str, Any] = field(default_factory=dict)
     folder: str = ""
     label: str = ""
+    identity: str = ""
 
 
 # --- batch separate: files under folders and globs ------------------------------------------------------------
@@ -128,8 +138,8 @@ def _rel_folder(path: Path, base: Path) -> str:
 
 
 def separate_items(files: Iterable[tuple[Path, str]], options: Mapping[str, Any]) -> list[Item]:
-    """One separation per file, each with the same ``options``."""
-    return [Item("separate", (f,), dict(options), rel, str(f)) for f, rel in files]
+    """One separation per file, each with the same ``options``; ``files`` are resolved paths."""
+    return [Item("separate", (f,), dict(options), rel, str(f), str(f)) for f, rel in files]
 
 
 # --- batch run: a manifest --------------------------------------------------------------------------------------
@@ -230,14 +240,17 @@ def read_manifest(path: Path, defaults: Mapping[str, Any] | None = None) -> list
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"cannot read the manifest {path}: {exc}; give a JSON Lines file") from None
-    root = Path(path).resolve().parent
+    manifest = Path(path).resolve()
+    root = manifest.parent
     items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{Path(path).name}:{number}"
         try:
-            items.append(_item(json.loads(line), root, where, defaults or {}))
+            request = json.loads(line)
+            item = _item(request, root, where, defaults or {})
+            items.append(replace(item, identity=f"{manifest}:{number}:{_request_hash(request)}"))
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{where}: not JSON ({exc.msg}); write one JSON object per line") from None
         except StembridgeError as exc:
@@ -248,6 +261,12 @@ def read_manifest(path: Path, defaults: Mapping[str, Any] | None = None) -> list
 
 
 _EXAMPLE = '{"task": "separate", "file": "song.wav"}'
+
+
+def _request_hash(request: Mapping[str, Any]) -> str:
+    """A hash of a manifest line's request without its seed (the same request rendered again)."""
+    unseeded = {k: v for k, v in request.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(unseeded, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def _item(obj: Any, root: Path, where: str, defaults: Mapping[str, Any]) -> Item:
