@@ -198,6 +198,12 @@ def cmd_jam(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         run = jam.run()
+        if jam.duplex.xruns and not args.quiet:
+            print(
+                f"stembridge jam: note: the sound card flagged {jam.duplex.xruns} blocks as dropped or late "
+                f"(xruns); a larger buffer in the driver's settings helps",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps(run.to_dict()))
     else:

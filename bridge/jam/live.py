@@ -8,14 +8,16 @@ Timing, all in stream frames counted from the first callback (output and input a
 
 - The count-in is output frames ``[0, C)``; bar 1 of the performance (cycle 0) is output frame ``C``, and
   cycle ``k`` starts at output frame ``C + k * L``.
-- Latency compensation (``D``): the band hears output frame ``n`` ``out_latency`` after the callback wrote it and
-  what they play reaches the callback ``in_latency`` after it sounded, so what they play against output
-  frame ``n`` is input frame ``n + D``, with ``D = round((in_latency + out_latency) * rate)`` from the
-  stream's reported latencies (sounddevice's ``Stream.latency``), or the round trip the user measured
+- Latency compensation (``D``): the band hears output frame ``n`` ``out_latency`` after the callback wrote
+  it and what they play reaches the callback ``in_latency`` after it sounded, so what they play against
+  output frame ``n`` is input frame ``n + D``, with ``D = round((in_latency + out_latency) * rate)`` from
+  the stream's reported latencies (sounddevice's ``Stream.latency``), or the round trip the user measured
   (``--latency``), which replaces them. A reported value outside 0..2 s is not believed (PortAudio's JACK
-  host API reports nonsense between two programs' ports): then D is 0 and the user is told. Musical frame ``n`` of the band's
-  recording (what the session hears, and ``humans.wav``) is therefore input frame ``C + D + n``. Latency the
-  driver does not report (converters, a mixer in between) is not compensated.
+  host API reports nonsense between two programs' ports): then D is 0 and the user is told. Musical frame
+  ``n`` of the band's recording (what the session hears, and ``humans.wav``) is therefore input frame
+  ``C + D + n``. Latency the driver does not report (converters, a mixer in between) is not compensated.
+- The performance (``JamSession.stop``) is the session's take: in the rare case a part the session counted
+  on time still missed its line on the card, it is reported late here but stays in that file.
 - Cycle ``k``'s audio (its first ``L - lead`` samples) is taken once the callback has input frame
   ``C + D + (k + 1) * L - lead``; the part it answers plays from output frame ``C + (k + 1 + lag) * L``.
   The session's budget is the time the stream has left before the callback reaches that line, less two
