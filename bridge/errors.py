@@ -57,6 +57,12 @@ class UnsupportedOperation(StembridgeError):
     code = "unsupported"
 
 
+class AudioDeviceError(StembridgeError):
+    """The sound card cannot be used: PortAudio or sounddevice missing, no such device or channel."""
+
+    code = "audio_device"
+
+
 class ModelNotFound(StembridgeError):
     """The model's weights are not on this machine."""
 

@@ -7,7 +7,9 @@ not ready before its bar line is never played late: it is reported and dropped, 
 
 Modules, one concern each: :mod:`.options` (the settings), :mod:`.clock` (tempo, cycle lengths, deadlines),
 :mod:`.hearing` (what the AI hears), :mod:`.seams` (levelling and joining parts), :mod:`.take` (what played,
-the whole performance), :mod:`.session` (the loop), :mod:`.player` (a file played as the humans' input).
+the whole performance), :mod:`.session` (the loop), :mod:`.player` (a file played as the humans' input),
+and on the sound card: :mod:`.duplex` (the stream callback), :mod:`.live` (the session thread beside it),
+:mod:`.devices` (sounddevice, imported only there).
 """
 
 from bridge.jam.options import JamOptions

@@ -27,16 +27,17 @@ from bridge.jam.session import JamPart, JamSession
 
 @dataclass
 class JamRun:
-    """What playing a file produced: each cycle's part (late ones included) and the performance."""
+    """What a jam produced (a file played, or live): each cycle's part (late ones included) and the performance."""
 
     parts: list[JamPart] = field(default_factory=list)
     performance: Path | None = None
+    recording: Path | None = None  # the band's recording from bar 1 (live on the sound card only)
 
     @property
     def outputs(self) -> list[Path]:
-        """Each written part, then the performance."""
+        """Each written part, then the performance, then the band's recording."""
         written = [p.path for p in self.parts if p.path is not None]
-        return written + ([self.performance] if self.performance is not None else [])
+        return written + [p for p in (self.performance, self.recording) if p is not None]
 
     def to_dict(self) -> dict[str, Any]:
         return {
