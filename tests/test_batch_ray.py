@@ -179,7 +179,8 @@ def test_serve_on_the_cluster_answers_a_separate_request(cluster: Any, tmp_path:
     assert [p.read_bytes() for p in made] == [o.path.read_bytes() for o in local.outputs]
     fractions = [a[1] for addr, a in peer.received if addr == protocol.PROGRESS and a[0] == "c1"]
     assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
-    assert len([f for f in fractions if 0.0 < f < 1.0]) >= 2  # the actor's own stages, relayed
+    # the actor's own stages, relayed (the daemon sends at most about 20 a second: a quick job may show one)
+    assert len([f for f in fractions if 0.0 < f < 1.0]) >= 1
 
 
 def test_a_cancelled_cluster_job_publishes_nothing_and_the_next_runs(cluster: Any, tmp_path: Path) -> None:
