@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.audio.timing import Grid, TimeSignature, check_bpm
+from bridge.audio.timing import Grid, TimeSignature
 from bridge.config import Settings
 from bridge.engines.base import GENERATE_STEMS
 from bridge.errors import InvalidArgument
 from bridge.server import protocol
 from bridge.server.paths import InputPath, input_path, out_text
-from bridge.server.values import as_float, as_int, as_text, describe, number_of
+from bridge.server.values import as_float, as_int, as_text, describe
 
 JAM = f"{protocol.PREFIX}/jam"
 START, CYCLE, STOP = protocol.JAM_ADDRESSES
@@ -73,13 +73,6 @@ class JamStop:
 JamRequest = JamStart | JamCycle | JamStop
 
 
-def _bpm(value: Any) -> float:
-    number = number_of(value)
-    if number is None:
-        raise InvalidArgument(f"bpm must be a number between 20 and 400, got {describe(value)}")
-    return check_bpm(number)
-
-
 def _on_late(value: Any) -> str:
     text = as_text("on_late", value).strip().lower()
     if text not in ON_LATE:
@@ -90,7 +83,7 @@ def _on_late(value: Any) -> str:
 # Protocol key -> (JamOptions field, converter).
 _START_KEYS: dict[str, tuple[str, Any]] = {
     "bars": ("bars", lambda v: as_int("bars", v, 1, 16)),
-    "bpm": ("bpm", _bpm),
+    "bpm": ("bpm", protocol.bpm_option),
     "timesig": ("time_signature", lambda v: TimeSignature.parse(as_text("timesig", v))),
     "seed": ("seed", lambda v: as_int("seed", v, 0, 2**63 - 1)),
     "prompt": ("prompt", lambda v: as_text("prompt", v)),
@@ -196,7 +189,7 @@ def parse_jam(
         return JamStop(reply_port, request_id, name)
     index = as_int("index", more[0], 0, MAX_INDEX)
     path = input_path("path", more[1], roots if remote else None)
-    bpm = _bpm(options["bpm"]) if "bpm" in options else None
+    bpm = protocol.bpm_option(options["bpm"]) if "bpm" in options else None
     return JamCycle(reply_port, request_id, name, index, path, bpm)
 
 

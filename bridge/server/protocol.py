@@ -178,7 +178,8 @@ def _time_signature(value: Any) -> str:
     return str(TimeSignature.parse(as_text("timesig", value)))
 
 
-def _bpm(value: Any) -> float:
+def bpm_option(value: Any) -> float:
+    """A request's ``bpm``: a number between 20 and 400 (jam requests take it too)."""
     number = number_of(value)
     if number is None:
         raise InvalidArgument(f"bpm must be a number between 20 and 400, got {describe(value)}")
@@ -226,7 +227,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
     "generate": {
         **_OUTPUT,
         "prompt": ("prompt", lambda v: as_text("prompt", v)),
-        "bpm": ("bpm", _bpm),
+        "bpm": ("bpm", bpm_option),
         "bars": ("bars", _bars),
         "timesig": ("time_signature", _time_signature),
         "seed": _SEED,
@@ -240,7 +241,7 @@ _KEYS: dict[str, dict[str, tuple[str, Converter]]] = {
         "variations": _VARIATIONS,
         "strength": ("strength", lambda v: as_float("strength", v, 0.0, 1.0)),
         "seed": _SEED,
-        "bpm": ("bpm", _bpm),
+        "bpm": ("bpm", bpm_option),
         "bars": ("bars", _bars),
         "timesig": ("time_signature", _time_signature),
         "midi": _MIDI,
