@@ -117,20 +117,8 @@ class HeldFolder:
             )
 
     def sync(self) -> None:
-        """Best effort: make new entries in the folder durable (POSIX; a network mount may refuse)."""
-        if os.name != "posix":
-            return
-        try:
-            fd = self.fd if self.fd is not None else os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            if fd != self.fd:
-                os.close(fd)
+        """Best effort: make new entries in the folder durable (see :func:`sync_folder`)."""
+        sync_folder(self.path, self.fd)
 
     def close(self) -> None:
         """Close the handle (safe to call twice)."""
@@ -167,3 +155,21 @@ def is_link(name: str, parent: int | None) -> bool:
     except OSError:
         return False
     return stat.S_ISLNK(st.st_mode)
+
+
+def sync_folder(path: Path, fd: int | None = None) -> None:
+    """Best effort: make the new directory entries of the folder ``path`` (open as ``fd``, when given) durable
+    (POSIX). Some systems (Windows, network mounts) cannot open or fsync a folder, which is not an error here."""
+    if os.name != "posix":
+        return
+    try:
+        handle = fd if fd is not None else os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        if handle != fd:
+            os.close(handle)

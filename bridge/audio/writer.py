@@ -40,7 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from bridge.audio import bwf
-from bridge.audio.folder import At, AtPair, HeldFolder
+from bridge.audio.folder import At, AtPair, HeldFolder, sync_folder
 from bridge.audio.io import check_audio, check_sample_rate
 from bridge.errors import AudioWriteError, InvalidArgument
 
@@ -233,23 +233,8 @@ def _holds(path: Path, inode: int, held: HeldFolder | None = None) -> bool:
 
 
 def _sync_folder(folder: Path, held: HeldFolder | None = None) -> None:
-    """Best effort: make the new directory entries durable (POSIX). The files' data is already synced; some
-    systems (Windows, network mounts) cannot open or fsync a folder, which is not an error here."""
-    if held is not None and folder == held.path:
-        held.sync()
-        return
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Best effort: make the new directory entries durable (the files' data is already synced)."""
+    sync_folder(folder, held.fd if held is not None and folder == held.path else None)
 
 
 def _claim(target: Path, held: HeldFolder | None = None) -> Path | None:
