@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bridge.audio.analysis import is_silent
 from bridge.audio.io import read_audio
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.config import Settings
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SILENT_CYCLES = 4  # a client silent for this many cycles has gone: the session stops by itself
-SILENCE_DBFS = -80.0  # a cycle whose peak stays under this holds no playing (an unarmed or unrouted input)
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,9 @@ def read_cycle(path: str, index: int, sample_rate: int, samples: int) -> np.ndar
             f"cycle {index}'s file {path} holds {audio.shape[1]} samples at {sample_rate} Hz, more than the "
             f"cycle's {samples}; send the cycle's audio from its first bar line, at most one cycle long"
         )
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak < 10 ** (SILENCE_DBFS / 20):
+    if is_silent(audio):  # no playing: an unarmed or unrouted input
         raise AudioReadError(
-            f"cycle {index}'s file {path} is silent (peak under {SILENCE_DBFS:g} dBFS); is the track's input "
+            f"cycle {index}'s file {path} is silent (peak under -80 dBFS); is the track's input "
             f"armed and receiving the band? send the cycle's recording"
         )
     return audio
@@ -207,7 +206,7 @@ class JamWorker:
         if stopped:
             self._emit(self._stopped_error(dropped))
         else:
-            self._emit(self._late(dropped, dropped.bpm))
+            self._emit(self._late(dropped))
 
     def stop(self, reply: Any = None, request_id: str = "") -> None:
         """Stop after the cycle being computed; the take is written and ``stopped`` goes to ``reply`` (the
@@ -220,7 +219,7 @@ class JamWorker:
             dropped, self._waiting = self._waiting, None
             self._cond.notify_all()
         if dropped is not None:
-            self._emit(self._late(dropped, dropped.bpm))
+            self._emit(self._late(dropped))
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop now (the cycle being computed is cancelled at its next chunk), write the take, and wait for the
@@ -229,10 +228,6 @@ class JamWorker:
         self.stop()
         self._thread.join(timeout)
         return not self._thread.is_alive()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     # --- the worker thread ---------------------------------------------------------------------------------
 
@@ -344,9 +339,9 @@ class JamWorker:
     def _event(self, kind: str, reply: Any = None, **fields: Any) -> JamEvent:
         return JamEvent(kind, self.session_id, self._reply if reply is None else reply, **fields)
 
-    def _late(self, cycle: Cycle, bpm: float | None) -> JamEvent:
+    def _late(self, cycle: Cycle) -> JamEvent:
         """``late`` for a cycle that will not be computed: how far past its deadline it is now (0 if not yet)."""
-        over = self._clock() - cycle.received - self.timing.budget(bpm or self._bpm)
+        over = self._clock() - cycle.received - self.timing.budget(cycle.bpm or self._bpm)
         play_index = self.timing.play_index(cycle.index)
         return self._event("late", cycle.reply, play_index=play_index, ms_late=max(0.0, over * 1000.0))
 

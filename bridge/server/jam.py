@@ -94,10 +94,6 @@ class JamService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
-    @property
-    def sessions(self) -> int:
-        return len(self._live)
-
     def handle(self, request: jp.JamRequest, to: ReplyTo, received: float, remote: bool) -> None:
         """Serve one parsed jam request (on the event loop; never waits).
 

@@ -25,7 +25,6 @@ JAM = f"{protocol.PREFIX}/jam"
 START, CYCLE, STOP = protocol.JAM_ADDRESSES
 STARTED, ADVICE, PART = f"{JAM}/started", f"{JAM}/advice", f"{JAM}/part"
 LATE, STOPPED = f"{JAM}/late", f"{JAM}/stopped"
-ADDRESSES = (START, CYCLE, STOP)
 MAX_INDEX = 2**31 - 1
 ON_LATE = ("repeat", "rest")
 
@@ -169,8 +168,8 @@ def parse_jam(
     Raises:
         StembridgeError: a subclass whose ``code`` goes into the error reply.
     """
-    if address not in ADDRESSES:
-        raise InvalidArgument(f"unknown address {address!r}; use one of {', '.join(ADDRESSES)}")
+    if address not in protocol.JAM_ADDRESSES:
+        raise InvalidArgument(f"unknown address {address!r}; use one of {', '.join(protocol.JAM_ADDRESSES)}")
     command = address.rsplit("/", 1)[1]
     reply_port, request_id = protocol.parse_envelope(args)
     rest = list(args[2:])
