@@ -35,7 +35,7 @@ from bridge.audio.tempo import infer_grid
 from bridge.audio.timing import Grid, TimeSignature
 from bridge.audio.writer import Publisher, Staged
 from bridge.engines.base import BlockPlan, Engine, GenerateSpec, Progress, ProgressCallback, load_engine
-from bridge.errors import InvalidArgument
+from bridge.errors import InvalidArgument, StembridgeError
 from bridge.jobs.cache import ResultCache, file_digest, separation_key, unchanged
 from bridge.midi.files import midi_of, part_stem
 from bridge.midi.smf import encode as encode_midi
@@ -195,7 +195,10 @@ def _cut_short(paths: Sequence[Path]) -> list[str]:
     for path in paths:
         try:
             problem = truncation(path)
-        except OSError:  # it was read a moment ago; if it is gone now, reading it already told what it held
+        except (
+            OSError,
+            StembridgeError,
+        ):  # read a moment ago; gone or swapped now: reading told what it held
             continue
         if problem:
             notes.append(

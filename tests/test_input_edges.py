@@ -236,6 +236,14 @@ def test_a_streamed_wav_is_read_to_its_end_without_a_note(
     result = json.loads(out)
     assert "warnings" not in result and "note" not in err
     assert result["outputs"][0]["samples"] == whole.shape[1]
+    # the block reader (separate, the daemon's memory estimate) reads it to its end too
+    from bridge.audio.blocks import AudioSource
+
+    with AudioSource(path) as source:
+        assert source.frames == whole.shape[1] and np.array_equal(source.read(0, source.frames), whole)
+    code, out, err = run(capsys, "separate", str(path), "--out", str(tmp_path / "stems"), "--json")
+    assert code == 0, err
+    assert {o["samples"] for o in json.loads(out)["outputs"]} == {whole.shape[1]}
 
 
 def test_an_empty_wav_whose_sizes_add_up_is_still_empty(tmp_path: Path) -> None:

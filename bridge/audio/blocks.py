@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -21,6 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from bridge.audio import io as audio_io
+from bridge.audio.headers import decodable
 from bridge.audio.section import Section, span
 from bridge.errors import AudioReadError, InvalidArgument
 
@@ -74,9 +76,11 @@ class AudioSource:
 
     def __init__(self, path: str | os.PathLike[str], section: Section | None = None) -> None:
         self.path = audio_io.check_header(path)
+        self._source = ExitStack()  # a streamed WAV's placeholder sizes read to its end, as read_audio does
         try:
-            self._file = sf.SoundFile(str(self.path))
+            self._file = sf.SoundFile(self._source.enter_context(decodable(self.path)))
         except audio_io.DECODE_ERRORS as exc:
+            self._source.close()
             raise audio_io.decode_error(self.path, exc) from None
         try:
             total = int(self._file.frames)
@@ -89,7 +93,7 @@ class AudioSource:
             self._first, self.frames = span(total, self.sample_rate, section, self.path.name)
             self._total = total
         except BaseException:
-            self._file.close()
+            self.close()
             raise
 
     @property
@@ -138,6 +142,7 @@ class AudioSource:
 
     def close(self) -> None:
         self._file.close()
+        self._source.close()
 
     def __enter__(self) -> AudioSource:
         return self

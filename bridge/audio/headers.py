@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from bridge.audio.inputs import open_regular
+
 PLACEHOLDERS = (0, 0xFFFFFFFF)  # sizes streaming writers leave until they finish
 _STREAMED = struct.pack("<I", 0xFFFFFFFF)
 _MAX_CHUNKS = 4096  # chunks looked at before the audio data; more is not a file anyone exported
@@ -63,7 +65,7 @@ def _layout(f: BinaryIO, size: int) -> _Layout | None:
 
 
 def _open_layout(path: str | os.PathLike[str]) -> _Layout | None:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO swapped in is refused, never waited on
         return _layout(f, os.fstat(f.fileno()).st_size)
 
 
