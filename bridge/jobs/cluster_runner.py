@@ -22,6 +22,7 @@ from bridge.batch.items import Item
 from bridge.batch.ray_executor import RayExecutor
 from bridge.batch.work import Outcome as WorkOutcome
 from bridge.batch.work import Work, WorkerConfig
+from bridge.client import remote_error
 from bridge.config import Settings
 from bridge.engines.base import ProgressCallback
 from bridge.errors import StembridgeError
@@ -124,19 +125,7 @@ class ClusterRunner:
 
 def _error(outcome: WorkOutcome) -> StembridgeError:
     """The actor's error as the exception it was, so the daemon replies with its code."""
-    kinds = {cls.code: cls for cls in _subclasses(StembridgeError)}
-    message = outcome.error or "failed on the cluster"
-    try:
-        return kinds.get(outcome.code, StembridgeError)(message)
-    except TypeError:  # a subclass that takes other arguments
-        return StembridgeError(message)
-
-
-def _subclasses(cls: type[StembridgeError]) -> list[type[StembridgeError]]:
-    found = [cls]
-    for sub in cls.__subclasses__():
-        found += _subclasses(sub)
-    return found
+    return remote_error(outcome.code, outcome.error or "failed on the cluster")
 
 
 def _publish(outcome: WorkOutcome, folder: HeldFolder, on_publish: PublishHook, source: str) -> Outcome:

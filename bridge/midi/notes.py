@@ -88,9 +88,6 @@ class Part:
         """A part of ``stem``: drums on channel 10, others with the stem's GM program."""
         return cls(tuple(notes), grid, int(length), stem == "drums", stem, PROGRAMS.get(stem, 0))
 
-    def with_notes(self, notes: Iterable[Note]) -> Part:
-        return replace(self, notes=tuple(notes))
-
 
 def samples_per_tick(grid: Grid) -> float:
     return grid.samples_per_quarter / PPQ

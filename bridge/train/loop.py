@@ -226,6 +226,10 @@ def train(
     report(0.0, "load")
     source = loading.resolve(settings.base, settings.models_dir, allow_download=settings.allow_download)
     lm = loading.load(source, device)
+    if lm.folder is None:  # checked now, not after the whole run
+        raise InvalidArgument(
+            f"the base model {settings.base!r} has no folder to copy its processor files from"
+        )
     lm.model.float()  # the loader gives CUDA half precision for inference; AdamW needs float32 weights
     report(0.02, "encode")
     train_pool = Pool(_encode_all(lm, train_songs, settings, device))
@@ -273,10 +277,7 @@ def train(
     result = _result(folder, run.state)
     report(0.96, "export")
     model = merged(lm.model, trainable.peft_model)
-    if lm.folder is None:
-        raise InvalidArgument(
-            f"the base model {settings.base!r} has no folder to copy its processor files from"
-        )
+    assert lm.folder is not None  # checked after loading, before any training
     export(
         model,
         lm.folder,
