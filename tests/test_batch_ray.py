@@ -81,7 +81,9 @@ def test_an_actor_killed_mid_item_is_retried_and_its_files_appear_once(
             killed.append(work.item.label)
             cluster.kill(actor)  # the item was just sent to it: it dies holding the item
 
-    with RayExecutor(cluster, WorkerConfig(), workers=2) as executor:
+    # half a CPU each: Ray 2.60 may hold a killed actor's CPU lease a while, and a replacement must still fit on
+    # the 2-CPU test cluster (seen once with whole CPUs: the replacement waited for a CPU forever)
+    with RayExecutor(cluster, WorkerConfig(), workers=2, cpus=0.5) as executor:
         summary = run_batch(items, ["builtin"] * len(items), tmp_path / "ray", executor, on_start=kill_first)
     assert killed == [items[0].label]
     assert summary.done == 3 and [f["input"] for f in summary.failed] == [items[2].label]
@@ -101,7 +103,9 @@ def test_an_actor_that_keeps_dying_fails_its_item_only(
         if work.index == 0:
             cluster.kill(actor)
 
-    with RayExecutor(cluster, WorkerConfig(), workers=2, retries=1) as executor:
+    # half a CPU each: Ray 2.60 may hold a killed actor's CPU lease a while, and a replacement must still fit on
+    # the 2-CPU test cluster (seen once with whole CPUs: the replacement waited for a CPU forever)
+    with RayExecutor(cluster, WorkerConfig(), workers=2, retries=1, cpus=0.5) as executor:
         summary = run_batch(items, ["builtin"] * len(items), tmp_path / "ray", executor, on_start=kill_a)
     assert summary.done == 2
     assert summary.failed[0]["input"] == items[0].label
